@@ -1,0 +1,320 @@
+"""Structured configuration: one dataclass per section, loaded from YAML with dotlist overrides.
+
+Every key a component reads is declared here, with its default, so that a config file can be
+checked before anything starts: an unknown key is an error that names the nearest valid key.
+
+    cfg = load_config("configs/tiny_cpu.yaml", ["rollout.n=8", "reward.preset=paper"])
+    cfg.rollout.n  # 8
+"""
+
+from __future__ import annotations
+
+import difflib
+import dataclasses
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from medix_ray.data.modality import MODALITY_TAGS
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    # "bundled" (the sample set shipped in the package), a local parquet/jsonl file or folder,
+    # a datasets.save_to_disk folder, or a hub id (needs network).
+    train: str = "bundled"
+    test: str = "bundled"
+    format: str = "auto"  # auto | parquet | jsonl | hf_disk | hub
+    prompt_key: str = "problem"
+    answer_key: str = "solution"
+    image_key: str = "image"
+    on_bad_sample: str = "error"  # error | skip (skips are counted and reported)
+    modalities: list[str] = field(default_factory=lambda: list(MODALITY_TAGS))
+    think_tag: str = "think"  # "thinking" reproduces the reference implementation
+    answer_tag: str = "answer"
+    text_only: bool = False  # keep only samples without images (text policies)
+    max_prompt_length: int = 1024
+    min_pixels: int = 3136
+    max_pixels: int = 262144
+    shuffle: bool = True
+    seed: int = 1
+
+
+@dataclass
+class ModelConfig:
+    # An offline model name (`medix-ray models list`), a local folder or a hub id.
+    policy: str = "smollm2-135m-instruct"
+    dtype: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    trust_remote_code: bool = False
+
+
+@dataclass
+class RolloutConfig:
+    replicas: int = 1
+    n: int = 5
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 256
+    val_temperature: float = 0.6
+    val_top_p: float = 0.95
+    max_model_len: int = 1024
+    gpu_memory_utilization: float = 0.6
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    kv_cache_space_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
+    num_cpus_per_replica: float = 1.0
+    num_gpus_per_replica: float = 1.0
+
+
+@dataclass
+class JudgeConfig:
+    # OpenAI-compatible endpoint; empty means "start the in-cluster judge deployment".
+    base_url: str = ""
+    model: str = "smollm2-135m-instruct"
+    api_key_env: str = "MEDIX_RAY_JUDGE_API_KEY"  # the key is read from this variable, never logged
+    max_tokens: int = 4
+    temperature: float = 0.0
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    concurrency: int = 32
+
+
+@dataclass
+class EmbeddingConfig:
+    model: str = "all-minilm-l6-v2"
+    mode: str = "threshold"  # threshold (paper) | continuous
+    threshold: float = 0.8
+    batch_size: int = 64
+
+
+@dataclass
+class RewardConfig:
+    preset: str = "medix"  # medix | paper
+    format_weight: float = 0.1
+    llm_weight: float = 0.575
+    embed_weight: float = 0.375
+    modality_weight: float = 0.05
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "dapo"  # grpo | dapo | dr_grpo | gspo
+    advantage: str = "grpo"  # grpo | dr_grpo
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float = 3.0
+    loss_agg: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"  # k1 | k2 | k3
+    dynamic_sampling: str = "zero_variance"  # none | zero_variance | mean_range
+    filter_low: float = 0.01
+    filter_high: float = 0.99
+    max_sampling_rounds: int = 20
+    overlong_shaping: bool = True
+    overlong_buffer: int = 64
+    overlong_penalty: float = 1.0
+
+
+@dataclass
+class LearnerConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    zero_stage: int = 2
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    micro_batch_size: int = 2
+    mini_batches_per_step: int = 4
+    gradient_checkpointing: bool = False
+    freeze_vision_tower: bool = False
+    lora_rank: int = 0
+    cpus_per_worker: float = 1.0
+
+
+@dataclass
+class SyncConfig:
+    backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+    bucket_mb: int = 256
+    verify_checksum: bool = False
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 2
+    prompts_per_step: int = 4
+    sync_interval: int = 1
+    val_interval: int = 0  # 0: no validation
+    checkpoint_interval: int = 0
+    output_dir: str = "runs/medix"
+    seed: int = 1
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    data_dir: str = ""  # local copies of the task datasets
+    max_tokens: int = 2048
+    judge_rounds: int = 3
+    protocol: str = "paper"  # paper (chained rounds) | independent
+    output_dir: str = "runs/eval"
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth_token_env: str = "MEDIX_RAY_SERVE_TOKEN"
+    embedder_min_replicas: int = 1
+    embedder_max_replicas: int = 2
+    judge_min_replicas: int = 1
+    judge_max_replicas: int = 1
+
+
+@dataclass
+class MedixConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+
+# Choices checked after loading; OmegaConf checks the types.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("auto", "parquet", "jsonl", "hf_disk", "hub"),
+    "data.on_bad_sample": ("error", "skip"),
+    "reward.preset": ("medix", "paper"),
+    "reward.embedding.mode": ("threshold", "continuous"),
+    "algorithm.name": ("grpo", "dapo", "dr_grpo", "gspo"),
+    "algorithm.advantage": ("grpo", "dr_grpo"),
+    "algorithm.loss_agg": ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
+    "algorithm.kl_estimator": ("k1", "k2", "k3"),
+    "algorithm.dynamic_sampling": ("none", "zero_variance", "mean_range"),
+    "sync.backend": ("auto", "nccl", "gloo"),
+    "eval.protocol": ("paper", "independent"),
+}
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def all_keys(node: Any = MedixConfig, prefix: str = "") -> list[str]:
+    """Returns every valid dotted key of the config, leaves and sections."""
+    keys: list[str] = []
+    for f in fields(node):
+        key = f"{prefix}{f.name}"
+        keys.append(key)
+        default = _field_default(f)
+        if is_dataclass(default):
+            keys.extend(all_keys(type(default), key + "."))
+    return keys
+
+
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    valid = all_keys()
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not near:  # a typo in the last part only: compare against that section's keys
+        section, _, leaf = key.rpartition(".")
+        siblings = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section]
+        leaf_near = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.5)
+        near = [f"{section}.{leaf_near[0]}" if section else leaf_near[0]] if leaf_near else []
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return ConfigError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def _check_keys(node: Any, schema_cls: Any, prefix: str, source: str) -> None:
+    """Raises ConfigError for the first key in `node` that the schema does not declare."""
+    if not isinstance(node, dict):
+        return
+    declared = {f.name: f for f in fields(schema_cls)}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if key not in declared:
+            raise _unknown_key_error(dotted, source)
+        f = declared[key]
+        default = _field_default(f)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{dotted}' in {source} is a section; got {value!r}")
+            _check_keys(value, type(default), dotted + ".", source)
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {', '.join(choices)}")
+    unknown_tags = [t for t in cfg.data.modalities if t not in MODALITY_TAGS]
+    if unknown_tags:
+        raise ConfigError(
+            f"config key 'data.modalities' has unknown tags {unknown_tags}; valid tags: {', '.join(MODALITY_TAGS)}"
+        )
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key = item.split("=", 1)[0].strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        parsed[key] = item
+    return parsed
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> MedixConfig:
+    """Returns the typed config: schema defaults, then the YAML file, then `key=value` overrides."""
+    schema = OmegaConf.structured(MedixConfig)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as exc:  # YAML syntax errors come in several types
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(file_cfg, DictConfig):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        _check_keys(OmegaConf.to_container(file_cfg), MedixConfig, "", str(path))
+        layers.append(file_cfg)
+    override_items = _parse_overrides(overrides or [])
+    for key in override_items:
+        if key not in all_keys():
+            raise _unknown_key_error(key, "command-line overrides")
+    try:
+        merged = OmegaConf.merge(*layers)
+        if override_items:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(override_items.values())))
+    except ConfigKeyError as exc:
+        raise ConfigError(f"config error: {exc}") from exc
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"config key '{key}' has an invalid value: {exc.msg}") from exc
+    _check_choices(merged)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: MedixConfig) -> str:
+    """Returns the resolved config as YAML, the form written beside every run."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
