@@ -70,6 +70,7 @@ class RolloutConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
     kv_cache_space_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
+    max_images_per_prompt: int = 1
     num_cpus_per_replica: float = 1.0
     num_gpus_per_replica: float = 1.0
 

@@ -17,6 +17,7 @@ import logging
 import os
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from medix_ray.data.bundled import bundled_path
 from medix_ray.data.modality import MODALITY_TAGS
-from medix_ray.data.schema import SAMPLE_SCHEMA, SampleError, validate_row
+from medix_ray.data.schema import SAMPLE_SCHEMA, Sample, SampleError, validate_row
 
 if TYPE_CHECKING:
     import ray.data
@@ -74,18 +75,25 @@ class ReadReport:
     _counter: Any = field(default=None, repr=False)  # a SkipCounter actor handle
 
     def summary(self) -> dict[str, Any]:
-        """Returns {"read", "valid", "skipped", "reasons": {reason: n}, "examples": [...]}."""
+        """Returns {"read", "valid", "excluded", "skipped", "reasons": {reason: n}, "examples": [...]}."""
         import ray
 
         return ray.get(self._counter.summary.remote())
+
+    def first_error(self) -> SampleError | None:
+        """Returns the first recorded bad sample as a SampleError, or None."""
+        import ray
+
+        found = ray.get(self._counter.first_error.remote())
+        return SampleError(*found) if found else None
 
     def log(self) -> None:
         s = self.summary()
         level = logging.WARNING if s["skipped"] else logging.INFO
         logger.log(
             level,
-            "data %s (%s): read %d, valid %d, skipped %d %s",
-            self.source, self.split, s["read"], s["valid"], s["skipped"], s["reasons"] or "",
+            "data %s (%s): read %d, valid %d, excluded by config %d, skipped %d %s",
+            self.source, self.split, s["read"], s["valid"], s["excluded"], s["skipped"], s["reasons"] or "",
         )
 
 
@@ -99,24 +107,30 @@ def _make_counter_class():
         def __init__(self) -> None:
             self.read = 0
             self.valid = 0
+            self.excluded = 0
             self.reasons: Counter[str] = Counter()
             self.examples: list[str] = []
 
-        def add(self, read: int, valid: int, errors: list[tuple[str, str]]) -> None:
+        def add(self, read: int, valid: int, excluded: int, errors: list[tuple[str, str, str]]) -> None:
             self.read += read
             self.valid += valid
-            for reason, message in errors:
-                self.reasons[reason] += 1
+            self.excluded += excluded
+            for sample_id, field_name, message in errors:
+                self.reasons[field_name.split("[")[0]] += 1
                 if len(self.examples) < 20:
-                    self.examples.append(message)
+                    self.examples.append((sample_id, field_name, message))
+
+        def first_error(self) -> tuple[str, str, str] | None:
+            return self.examples[0] if self.examples else None
 
         def summary(self) -> dict[str, Any]:
             return {
                 "read": self.read,
                 "valid": self.valid,
-                "skipped": self.read - self.valid,
+                "excluded": self.excluded,  # valid, but left out by the config (data.text_only)
+                "skipped": self.read - self.valid - self.excluded,
                 "reasons": dict(self.reasons),
-                "examples": list(self.examples),
+                "examples": [f"sample '{i}': field '{f}': {m}" for i, f, m in self.examples],
             }
 
     return SkipCounter
@@ -126,26 +140,38 @@ class _Validator:
     """The map_batches function: validates a pyarrow batch into SAMPLE_SCHEMA rows."""
 
     def __init__(self, *, on_bad_sample: str, counter: Any, keys: dict[str, str], tags: list[str],
-                 base_dir: str | None, verify_images: bool):
+                 base_dir: str | None, verify_images: bool, text_only: bool = False):
         self.on_bad_sample = on_bad_sample
         self.counter = counter
         self.keys = keys
         self.tags = tags
         self.base_dir = base_dir
         self.verify_images = verify_images
+        self.text_only = text_only
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows, errors = [], []
+        import ray
+
+        rows, errors, excluded = [], [], 0
         for i, raw in enumerate(batch.to_pylist()):
             try:
-                rows.append(validate_row(raw, tags=self.tags, base_dir=self.base_dir,
-                                         verify_images=self.verify_images, position=i, **self.keys))
+                row = validate_row(raw, tags=self.tags, base_dir=self.base_dir,
+                                   verify_images=self.verify_images, position=i, **self.keys)
+                if self.text_only and row["image"]:
+                    excluded += 1
+                else:
+                    rows.append(row)
             except SampleError as exc:
+                errors.append((exc.sample_id, exc.field, exc.message))
                 if self.on_bad_sample == "error":
+                    # Ray Data re-raises a generic UserCodeException on the driver; the counter keeps
+                    # the real error so that `iter_validated` can raise it by name.
+                    ray.get(self.counter.add.remote(i + 1, len(rows), excluded, errors))
                     raise
                 logger.warning("skipping bad sample: %s", exc)
-                errors.append((f"{exc.field.split('[')[0]}", str(exc)))
-        self.counter.add.remote(batch.num_rows, len(rows), errors)
+        # Waited for, so that the counts are in before the batch is: a report read right after the
+        # dataset is consumed is complete.
+        ray.get(self.counter.add.remote(batch.num_rows, len(rows), excluded, errors))
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
@@ -200,6 +226,7 @@ def read_samples(
     image_key: str = "image",
     tags: list[str] | None = None,
     verify_images: bool = True,
+    text_only: bool = False,
 ) -> tuple[ray.data.Dataset, ReadReport]:
     """Returns (validated Dataset in SAMPLE_SCHEMA, its ReadReport); starts Ray if needed.
 
@@ -226,6 +253,7 @@ def read_samples(
         tags=list(tags or MODALITY_TAGS),
         base_dir=base_dir,
         verify_images=verify_images,
+        text_only=text_only,
     )
     ds = raw.map_batches(validator, batch_format="pyarrow", batch_size=64, num_cpus=0.25)
     return ds, ReadReport(source=source, split=split, _counter=counter)
@@ -243,4 +271,26 @@ def read_samples_from_config(cfg: DataConfig, split: str = "train") -> tuple[ray
         answer_key=cfg.answer_key,
         image_key=cfg.image_key,
         tags=cfg.modalities,
+        text_only=cfg.text_only,
     )
+
+
+def iter_validated(ds: ray.data.Dataset, report: ReadReport) -> Iterator[dict[str, Any]]:
+    """Yields the dataset's rows; a bad sample in `error` mode raises its SampleError (not Ray's wrapper)."""
+    try:
+        yield from ds.iter_rows()
+    except SampleError:
+        raise
+    except Exception as exc:
+        error = report.first_error()
+        if error is None:
+            raise
+        raise error from exc
+
+
+def take_samples(ds: ray.data.Dataset, report: ReadReport, limit: int = 0) -> list[Sample]:
+    """Returns up to `limit` Samples (0: all) of a validated dataset, raising bad samples by name."""
+    samples = []
+    for row in iter_validated(ds.limit(limit) if limit > 0 else ds, report):
+        samples.append(Sample.from_row(row))
+    return samples

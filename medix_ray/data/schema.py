@@ -39,7 +39,11 @@ class SampleError(ValueError):
     def __init__(self, sample_id: str, field: str, message: str):
         self.sample_id = sample_id
         self.field = field
+        self.message = message
         super().__init__(f"sample '{sample_id}': field '{field}': {message}")
+
+    def __reduce__(self):  # keeps the fields when Ray ships the error from a worker to the driver
+        return (type(self), (self.sample_id, self.field, self.message))
 
 
 @dataclass(frozen=True)

