@@ -184,10 +184,11 @@ def test_mri_lesion_side_matches_pixels(by_modality: dict[str, list[SyntheticIma
         bright = (_pixels(item)[:, :, 0] > 185) & brain
         on_image_left = int(bright[:, :110].sum())
         on_image_right = int(bright[:, 114:].sum())
-        lesion_side, other = (
-            (on_image_left, on_image_right) if item.answer == "Right hemisphere" else (on_image_right, on_image_left)
-        )
         assert item.answer in ("Right hemisphere", "Left hemisphere")
+        if item.answer == "Right hemisphere":
+            lesion_side, other = on_image_left, on_image_right
+        else:
+            lesion_side, other = on_image_right, on_image_left
         assert lesion_side > 20 and lesion_side > 3 * other, item.id
 
 

