@@ -81,8 +81,10 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
             by_modality[tag] = by_modality.get(tag, 0) + 1
             images += len(row["image"])
         s = report.summary()
-        print(f"{split}: read {s['read']}, valid {s['valid']}, excluded by config {s['excluded']}, "
-              f"skipped {s['skipped']}, images {images}")
+        print(
+            f"{split}: read {s['read']}, valid {s['valid']}, excluded by config {s['excluded']}, "
+            f"skipped {s['skipped']}, images {images}"
+        )
         print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(by_modality.items())))
         for reason, count in s["reasons"].items():
             print(f"  skipped for {reason}: {count}")
@@ -141,16 +143,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 zip(gen.responses, gen.finish_reasons, gen.response_tokens, strict=True)
             ):
                 tokens += ntok
-                f.write(json.dumps({
-                    "id": sample.id, "response_index": k, "question": sample.problem, "response": text,
-                    "reference": sample.solution, "modality": sample.modality, "images": len(sample.images),
-                    "finish_reason": reason, "response_tokens": ntok,
-                }) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": sample.id,
+                            "response_index": k,
+                            "question": sample.problem,
+                            "response": text,
+                            "reference": sample.solution,
+                            "modality": sample.modality,
+                            "images": len(sample.images),
+                            "finish_reason": reason,
+                            "response_tokens": ntok,
+                        }
+                    )
+                    + "\n"
+                )
     n_resp = sum(len(g.responses) for g in generations)
     for sample, gen in list(zip(samples, generations, strict=True))[: args.show]:
-        print(f"\n[{sample.id}] {sample.problem}\n  reference: {sample.solution}\n  response:  {gen.responses[0][:300]!r}")
-    print(f"\ngenerated {n_resp} responses for {len(samples)} samples ({tokens} tokens) in {elapsed:.1f} s "
-          f"= {tokens / max(elapsed, 1e-9):.0f} tokens/s; wrote {args.out}")
+        print(
+            f"\n[{sample.id}] {sample.problem}\n  reference: {sample.solution}\n  response:  {gen.responses[0][:300]!r}"
+        )
+    print(
+        f"\ngenerated {n_resp} responses for {len(samples)} samples ({tokens} tokens) in {elapsed:.1f} s "
+        f"= {tokens / max(elapsed, 1e-9):.0f} tokens/s; wrote {args.out}"
+    )
     return 0
 
 

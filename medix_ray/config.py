@@ -9,8 +9,8 @@ checked before anything starts: an unknown key is an error that names the neares
 
 from __future__ import annotations
 
-import difflib
 import dataclasses
+import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any

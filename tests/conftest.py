@@ -19,8 +19,12 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"MEDIX_RAY_HOME": os.environ["MEDIX_RAY_HOME"]}})
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"MEDIX_RAY_HOME": os.environ["MEDIX_RAY_HOME"]}},
+        )
     yield ray
     ray.shutdown()
 

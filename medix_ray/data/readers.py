@@ -58,9 +58,7 @@ def detect_format(source: str) -> str:
             return "parquet"
         if any(path.glob("*.jsonl")):
             return "jsonl"
-        raise DataSourceError(
-            f"data source {source}: folder holds no parquet, jsonl or datasets.save_to_disk files"
-        )
+        raise DataSourceError(f"data source {source}: folder holds no parquet, jsonl or datasets.save_to_disk files")
     if source.count("/") == 1 and not source.startswith((".", "/")):
         return "hub"
     raise DataSourceError(f"data source not found: {source}")
@@ -93,7 +91,13 @@ class ReadReport:
         logger.log(
             level,
             "data %s (%s): read %d, valid %d, excluded by config %d, skipped %d %s",
-            self.source, self.split, s["read"], s["valid"], s["excluded"], s["skipped"], s["reasons"] or "",
+            self.source,
+            self.split,
+            s["read"],
+            s["valid"],
+            s["excluded"],
+            s["skipped"],
+            s["reasons"] or "",
         )
 
 
@@ -139,8 +143,17 @@ def _make_counter_class():
 class _Validator:
     """The map_batches function: validates a pyarrow batch into SAMPLE_SCHEMA rows."""
 
-    def __init__(self, *, on_bad_sample: str, counter: Any, keys: dict[str, str], tags: list[str],
-                 base_dir: str | None, verify_images: bool, text_only: bool = False):
+    def __init__(
+        self,
+        *,
+        on_bad_sample: str,
+        counter: Any,
+        keys: dict[str, str],
+        tags: list[str],
+        base_dir: str | None,
+        verify_images: bool,
+        text_only: bool = False,
+    ):
         self.on_bad_sample = on_bad_sample
         self.counter = counter
         self.keys = keys
@@ -155,8 +168,14 @@ class _Validator:
         rows, errors, excluded = [], [], 0
         for i, raw in enumerate(batch.to_pylist()):
             try:
-                row = validate_row(raw, tags=self.tags, base_dir=self.base_dir,
-                                   verify_images=self.verify_images, position=i, **self.keys)
+                row = validate_row(
+                    raw,
+                    tags=self.tags,
+                    base_dir=self.base_dir,
+                    verify_images=self.verify_images,
+                    position=i,
+                    **self.keys,
+                )
                 if self.text_only and row["image"]:
                     excluded += 1
                 else:

