@@ -46,6 +46,12 @@ def remove_unused_cuda_packages() -> list[str]:
     return present
 
 
+def guard_registrations(text: str) -> tuple[str, int]:
+    """Returns the source with the nms/qnms fake registrations guarded, and how many were guarded."""
+    patched, count = _UNGUARDED.subn(_GUARDED, text)
+    return (_MARKER + patched if count else text), count
+
+
 def patch_torchvision() -> str:
     """Guards torchvision's nms/qnms fake registrations; returns 'patched', 'already patched' or 'not needed'."""
     spec = importlib.util.find_spec("torchvision")
@@ -55,12 +61,12 @@ def patch_torchvision() -> str:
     text = path.read_text()
     if _MARKER in text:
         return "already patched"
-    if not _UNGUARDED.search(text):
+    patched, count = guard_registrations(text)
+    if count == 0:
         return "not needed"
-    patched, count = _UNGUARDED.subn(_GUARDED, text)
     if count != 2:
         raise SystemExit(f"setup_env: expected 2 nms/qnms registrations in {path}, found {count}; not patching")
-    path.write_text(_MARKER + patched)
+    path.write_text(patched)
     return "patched"
 
 

@@ -14,21 +14,23 @@ CFG = RolloutConfig(n=2, max_tokens=24, max_model_len=1024, gpu_memory_utilizati
 
 @pytest.fixture(scope="module")
 def engine_factory():
-    """Builds one engine at a time and frees it before the next (each holds ~2-3 GiB)."""
+    """Returns the engine for a model, reusing it while the same model is asked for; one engine at a time
+    (each holds 2-3 GiB)."""
     from medix_ray.rollout.vllm_engine import VLLMGenerator
 
-    held = []
+    held: dict[str, VLLMGenerator] = {}
 
     def make(path):
-        while held:
-            held.pop().llm.llm_engine.engine_core.shutdown()
+        if path not in held:
+            for gen in held.values():
+                gen.llm.llm_engine.engine_core.shutdown()
+            held.clear()
             gc.collect()
-        gen = VLLMGenerator(path, CFG)
-        held.append(gen)
-        return gen
+            held[path] = VLLMGenerator(path, CFG)
+        return held[path]
 
     yield make
-    for gen in held:
+    for gen in held.values():
         gen.llm.llm_engine.engine_core.shutdown()
 
 
