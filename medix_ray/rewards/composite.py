@@ -1,0 +1,282 @@
+"""The composite reward: the one place that combines the components, for both presets.
+
+    R = (1 - w_f) * (w_llm * r_llm + w_emb * r_emb + w_mod * r_mod) + w_f * r_fmt
+      = 0.5175 r_llm + 0.3375 r_emb + 0.045 r_mod + 0.10 r_fmt      (the paper's weights)
+
+Each scored item yields a `RewardBreakdown`: the overall reward, each component, and a status
+per component saying how it was decided. Presets (research/method.md §1.4 and §8):
+
+| | `paper` (reference `compute_score`, quirks kept) | `medix` (default) |
+|---|---|---|
+| text handling | whitespace next to `<`, `>`, `/` deleted everywhere | untouched |
+| think tag | `<thinking>` | configurable, `<think>` by default |
+| no `<answer>` | the whole response is the answer | no accuracy (status `no_answer`) |
+| invalid answer | empty, 1 char, or contains `__` `:` `?` → 0 | only content-free answers; "3:1", "5", "B" are answers |
+| grader-addressing answers | not detected | 0, status `grader_attack` |
+| exact match | string equality → 1, no judge | case- and space-insensitive → 1, no judge |
+| closed-form references | judged | yes/no, option letters, numbers+units compared without a judge |
+| judge sees | predicted and reference answers | also the question |
+| judge reply | contains "YES" → 1 | first word YES/NO; otherwise retried |
+| judge failure | 0 | status `judge_error`, overall None: excluded from training, never 0 |
+| embedding guard | none | left/right, upper/lower, benign/malignant contradictions → 0 |
+| format | from the first think tag on: think block + answer block | also nothing but one tag before, one answer block |
+| modality | text before think tag == tag | first known tag before the think block == tag |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medix_ray.data.modality import MODALITY_TAGS
+from medix_ray.rewards import rules
+from medix_ray.rewards.embedding import EmbeddingSimilarity, similarity_score
+from medix_ray.rewards.judge import Judge, judge_prompt
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("format", "accuracy_llm", "accuracy_embed", "modality")
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    format: float = 0.1
+    llm: float = 0.575
+    embed: float = 0.375
+    modality: float = 0.05
+
+
+def composite_reward(
+    fmt: float, llm: float, embed: float, modality: float, w: RewardWeights = RewardWeights()
+) -> float:
+    """Returns the overall reward in [0, 1] from the four components (the formula of the paper)."""
+    return (1.0 - w.format) * (w.llm * llm + w.embed * embed + w.modality * modality) + w.format * fmt
+
+
+@dataclass(frozen=True)
+class RewardItem:
+    """One response to score: `reference` is the dataset's `solution` (`<TAG> answer`)."""
+
+    id: str
+    question: str
+    response: str
+    reference: str
+
+
+@dataclass
+class RewardBreakdown:
+    """The reward of one item: overall, each component, and how each was decided."""
+
+    id: str
+    overall: float | None
+    format: float | None
+    accuracy_llm: float | None
+    accuracy_embed: float | None
+    modality: float | None
+    status: dict[str, str] = field(default_factory=dict)
+    answer: str = ""
+
+    @property
+    def scored(self) -> bool:
+        """Returns whether the item has a reward the trainer may use (no component failed)."""
+        return self.overall is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """How a preset scores: the behaviour switches and the weights."""
+
+    preset: str = "medix"
+    think_tag: str = "think"
+    answer_tag: str = "answer"
+    weights: RewardWeights = RewardWeights()
+    embed_mode: str = "threshold"
+    embed_threshold: float = 0.8
+    modalities: tuple[str, ...] = MODALITY_TAGS
+
+    @classmethod
+    def paper(cls) -> RewardSpec:
+        return cls(preset="paper", think_tag="thinking")
+
+    @classmethod
+    def from_config(cls, reward_cfg, data_cfg=None) -> RewardSpec:
+        """Returns the spec of a RewardConfig; the paper preset forces the reference's tags."""
+        preset = reward_cfg.preset
+        think_tag = "thinking" if preset == "paper" else (data_cfg.think_tag if data_cfg else "think")
+        return cls(
+            preset=preset,
+            think_tag=think_tag,
+            answer_tag=data_cfg.answer_tag if data_cfg and preset != "paper" else "answer",
+            weights=RewardWeights(
+                reward_cfg.format_weight, reward_cfg.llm_weight, reward_cfg.embed_weight, reward_cfg.modality_weight
+            ),
+            embed_mode=reward_cfg.embedding.mode,
+            embed_threshold=reward_cfg.embedding.threshold,
+            modalities=tuple(data_cfg.modalities) if data_cfg else MODALITY_TAGS,
+        )
+
+
+_OPPOSITES = (
+    ("left", "right"),
+    ("upper", "lower"),
+    ("benign", "malignant"),
+    ("anterior", "posterior"),
+    ("increased", "decreased"),
+    ("hyper", "hypo"),
+)
+
+
+def contradicts(answer: str, reference: str) -> bool:
+    """Returns True if the answer names the opposite side/grade of a pair the reference names (left vs right, ...)."""
+    a, r = answer.lower(), reference.lower()
+    for x, y in _OPPOSITES:
+        for mine, other in ((x, y), (y, x)):
+            in_ref = re.search(rf"\b{mine}", r) and not re.search(rf"\b{other}", r)
+            if in_ref and re.search(rf"\b{other}", a) and not re.search(rf"\b{mine}", a):
+                return True
+    return False
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().strip(".").strip().casefold()
+
+
+@dataclass
+class _Work:
+    """An item in flight: the rule components and, if needed, what the judge and embedder must decide."""
+
+    item: RewardItem
+    breakdown: RewardBreakdown
+    ref_answer: str = ""
+    pending: bool = False
+
+
+class CompositeScorer:
+    """Scores batches of items: rules in-process, judge calls concurrently, embeddings in one batch."""
+
+    def __init__(self, spec: RewardSpec, judge: Judge, similarity: EmbeddingSimilarity):
+        self.spec = spec
+        self.judge = judge
+        self.similarity = similarity
+
+    # -- rules ------------------------------------------------------------------------------
+    def _prepare(self, item: RewardItem) -> _Work:
+        s = self.spec
+        paper = s.preset == "paper"
+        response = rules.squeeze_whitespace(item.response) if paper else item.response
+        tag_target, ref_answer = rules.split_reference(item.reference)
+        status: dict[str, str] = {}
+        if paper:
+            fmt = rules.paper_format_reward(response, s.think_tag, s.answer_tag)
+            modality = rules.paper_modality_reward(response, tag_target, s.think_tag)
+            status["modality"] = "scored"
+        else:
+            fmt = rules.medix_format_reward(response, s.think_tag, s.answer_tag)
+            tag_name = tag_target.strip("<> ").upper()
+            if tag_name in {t.upper() for t in s.modalities}:
+                modality = rules.medix_modality_reward(response, tag_name, s.think_tag, s.modalities)
+                status["modality"] = "scored"
+            else:
+                modality = None
+                status["modality"] = "bad_reference"
+        status["format"] = "scored"
+        span = rules.answer_span(response, s.answer_tag)
+        answer = rules.clean_answer(span if span is not None else (response if paper else ""))
+        bd = RewardBreakdown(item.id, None, fmt, None, None, modality, status, answer)
+        work = _Work(item, bd, ref_answer)
+
+        def decide(value: float, why: str) -> _Work:
+            bd.accuracy_llm = bd.accuracy_embed = value
+            status["accuracy_llm"] = status["accuracy_embed"] = why
+            return work
+
+        if paper:
+            if rules.paper_invalid_answer(answer):
+                return decide(0.0, "invalid_answer")
+            if answer == ref_answer:
+                return decide(1.0, "exact_match")
+        else:
+            if not ref_answer:
+                status["accuracy_llm"] = status["accuracy_embed"] = "bad_reference"
+                return work
+            if span is None:
+                return decide(0.0, "no_answer")
+            if rules.addresses_grader(answer):
+                return decide(0.0, "grader_attack")
+            if rules.medix_invalid_answer(answer):
+                return decide(0.0, "invalid_answer")
+            if _normalise(answer) == _normalise(ref_answer):
+                return decide(1.0, "exact_match")
+            closed = rules.closed_form_match(answer, ref_answer)
+            if closed is not None:
+                return decide(1.0 if closed else 0.0, "closed_form")
+        work.pending = True
+        return work
+
+    # -- model calls ------------------------------------------------------------------------
+    def _embed(self, works: list[_Work]) -> None:
+        s = self.spec
+        try:
+            cosines = self.similarity.cosines([w.breakdown.answer for w in works], [w.ref_answer for w in works])
+        except Exception as exc:  # a failing embedder marks its items; it never becomes a silent 0
+            logger.warning("embedding failed for %d items: %s", len(works), exc)
+            for w in works:
+                w.breakdown.accuracy_embed = 0.0 if s.preset == "paper" else None
+                w.breakdown.status["accuracy_embed"] = "embed_error"
+            return
+        for w, cos in zip(works, cosines, strict=True):
+            if s.preset != "paper" and contradicts(w.breakdown.answer, w.ref_answer):
+                w.breakdown.accuracy_embed = 0.0
+                w.breakdown.status["accuracy_embed"] = "contradiction"
+            else:
+                w.breakdown.accuracy_embed = similarity_score(float(cos), s.embed_mode, s.embed_threshold)
+                w.breakdown.status["accuracy_embed"] = "scored"
+
+    async def score(self, items: Sequence[RewardItem]) -> list[RewardBreakdown]:
+        """Returns one breakdown per item, in order."""
+        works = [self._prepare(item) for item in items]
+        pending = [w for w in works if w.pending]
+        if pending:
+            prompts = [
+                judge_prompt(self.spec.preset, w.breakdown.answer, w.ref_answer, w.item.question) for w in pending
+            ]
+            embed_task = asyncio.to_thread(self._embed, pending)
+            verdicts, _ = await asyncio.gather(self.judge.verdicts(prompts), embed_task)
+            for w, v in zip(pending, verdicts, strict=True):
+                if v.score is None:
+                    w.breakdown.accuracy_llm = 0.0 if self.spec.preset == "paper" else None
+                    w.breakdown.status["accuracy_llm"] = "judge_error"
+                else:
+                    w.breakdown.accuracy_llm = v.score
+                    w.breakdown.status["accuracy_llm"] = v.status
+        for w in works:
+            bd = w.breakdown
+            parts = (bd.format, bd.accuracy_llm, bd.accuracy_embed, bd.modality)
+            bd.overall = None if any(p is None for p in parts) else composite_reward(*parts, self.spec.weights)
+        return [w.breakdown for w in works]
+
+    def score_sync(self, items: Sequence[RewardItem]) -> list[RewardBreakdown]:
+        """Returns score(items), run on this process's background event loop (usable from sync code)."""
+        return run_sync(self.score(items))
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def run_sync(coro):
+    """Runs a coroutine on one long-lived background loop, so async clients keep their connections across calls."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="medix-reward-loop", daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()

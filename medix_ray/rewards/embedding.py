@@ -1,0 +1,89 @@
+"""Embedding similarity between an answer and its reference.
+
+The reference encodes [answer, reference] with MedEmbed-large, one pair at a time, and scores
+cosine >= 0.8 as 1, else 0. Here texts are encoded in batches, each distinct text once per
+batch, reference embeddings are cached across calls (the n responses of a group share one
+reference), and two modes exist:
+
+- `threshold` (the paper): 1.0 if cosine >= threshold, else 0.0;
+- `continuous`: the cosine clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Returns L2-normalised embeddings, one row per text."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model (an offline name, a local folder or a hub id), L2-normalised."""
+
+    def __init__(self, model: str = "all-minilm-l6-v2", device: str | None = None, batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        from medix_ray.models import resolve_model
+
+        self.name = model
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(resolve_model(model), device=device)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        ).astype(np.float32)
+
+
+def similarity_score(cosine: float, mode: str, threshold: float) -> float:
+    """Returns the embedding reward of one cosine similarity."""
+    if mode == "threshold":
+        return 1.0 if cosine >= threshold else 0.0
+    if mode == "continuous":
+        return float(min(1.0, max(0.0, cosine)))
+    raise ValueError(f"unknown embedding mode {mode!r}; expected threshold or continuous")
+
+
+class EmbeddingSimilarity:
+    """Cosine similarities of (answer, reference) pairs, batched, with a reference-embedding cache."""
+
+    def __init__(self, embedder: Embedder, cache_size: int = 100_000):
+        self.embedder = embedder
+        self.cache_size = cache_size
+        self._refs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.encoded_texts = 0  # how many texts went through the model (for benchmarks and tests)
+
+    def cosines(self, answers: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """Returns the cosine similarity of each (answer, reference) pair, shape [N]."""
+        if len(answers) != len(references):
+            raise ValueError(f"{len(answers)} answers but {len(references)} references")
+        if not answers:
+            return np.zeros(0, dtype=np.float32)
+        with self._lock:
+            missing_refs = [r for r in dict.fromkeys(references) if r not in self._refs]
+        unique_answers = list(dict.fromkeys(answers))
+        to_encode = unique_answers + [r for r in missing_refs if r not in set(unique_answers)]
+        vectors = self.embedder.encode(to_encode)
+        self.encoded_texts += len(to_encode)
+        encoded = dict(zip(to_encode, vectors, strict=True))
+        with self._lock:
+            for r in missing_refs:
+                self._refs[r] = encoded[r]
+                self._refs.move_to_end(r)
+            while len(self._refs) > self.cache_size:
+                self._refs.popitem(last=False)
+            ref_vectors = np.stack([encoded[r] if r in encoded else self._refs[r] for r in references])
+        answer_vectors = np.stack([encoded[a] for a in answers])
+        return np.einsum("ij,ij->i", answer_vectors, ref_vectors)

@@ -1,0 +1,186 @@
+"""Rule-based pieces of the composite reward: parsing, format, modality, and the answer guards.
+
+Pure functions, no model calls. Each preset's behaviour is spelt out beside the reference's
+(research/method.md §1.4): the `paper` functions reproduce the reference `compute_score`
+quirks included; the `medix` ones fix its flaws (§8).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from medix_ray.data.modality import MODALITY_TAGS
+
+# --- the reference's text handling (paper preset) -------------------------------------------
+
+_SQUEEZE = re.compile(r"\s*([<>/])\s*")
+
+
+def squeeze_whitespace(text: str) -> str:
+    """Returns the text with every whitespace run next to `<`, `>` or `/` deleted, anywhere (the reference's quirk)."""
+    return _SQUEEZE.sub(r"\1", text)
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """Returns (modality target, answer target) the reference's way.
+
+    The modality target is everything up to and including the first `>`; the answer is the rest,
+    stripped, with leading and trailing periods removed. A reference without `>` yields an empty tag.
+    """
+    head, sep, tail = reference.partition(">")
+    if not sep:
+        return "", reference.strip().strip(".")
+    return (head + sep).strip(), tail.strip().strip(".")
+
+
+def answer_span(response: str, answer_tag: str = "answer") -> str | None:
+    """Returns the text inside the first <answer>…</answer> (non-greedy, across lines), or None."""
+    match = re.search(rf"<{answer_tag}>(.*?)</{answer_tag}>", response, re.DOTALL)
+    return match.group(1) if match else None
+
+
+def clean_answer(text: str) -> str:
+    """Returns the answer stripped of whitespace and of leading/trailing periods."""
+    return text.strip().strip(".").strip()
+
+
+def paper_invalid_answer(answer: str) -> bool:
+    """Returns True for answers the reference refuses to score: empty, one character, or containing `__`, `:` or `?`."""
+    return len(answer) <= 1 or "__" in answer or ":" in answer or "?" in answer
+
+
+def paper_format_reward(response: str, think_tag: str = "thinking", answer_tag: str = "answer") -> float:
+    """Returns 1.0 if, from the first think tag on, the response is exactly think block + answer block.
+
+    Text before the first think tag is ignored (that is where the modality tag goes).
+    """
+    start = response.find(f"<{think_tag}>")
+    if start < 0:
+        return 0.0
+    pattern = rf"<{think_tag}>.*?</{think_tag}>\s*<{answer_tag}>.*?</{answer_tag}>"
+    return 1.0 if re.fullmatch(pattern, response[start:], re.DOTALL) else 0.0
+
+
+def paper_modality_reward(response: str, tag_target: str, think_tag: str = "thinking") -> float:
+    """Returns 1.0 if the text before the first think tag, stripped, equals the target tag (case-insensitive)."""
+    start = response.find(f"<{think_tag}>")
+    prefix = response[:start] if start >= 0 else response
+    return 1.0 if prefix.strip().lower() == tag_target.lower() else 0.0
+
+
+# --- the hardened rules (medix preset) --------------------------------------------------------
+
+_TAG_RE = re.compile(r"<\s*([A-Za-z_]+)\s*>")
+
+
+def medix_format_reward(response: str, think_tag: str = "think", answer_tag: str = "answer") -> float:
+    """Returns 1.0 for `[<TAG>] <think>…</think> <answer>…</answer>` with nothing else and one answer block.
+
+    Unlike the reference, text other than one tag before the think block fails the format
+    (the prompt says "nothing outside these tags"), and a second answer block fails it too
+    (hedging by giving several answers).
+    """
+    pattern = (
+        rf"\s*(?:<\s*[A-Za-z_]+\s*>)?\s*<{think_tag}>(?:(?!<{think_tag}>).)*?</{think_tag}>"
+        rf"\s*<{answer_tag}>((?:(?!<{answer_tag}>).)*?)</{answer_tag}>\s*"
+    )
+    return 1.0 if re.fullmatch(pattern, response, re.DOTALL) else 0.0
+
+
+def medix_modality_reward(response: str, tag_name: str, think_tag: str = "think", tags=MODALITY_TAGS) -> float:
+    """Returns 1.0 if the first modality tag written before the think block is the target tag.
+
+    Robust to a preamble (thinking-type backbones emit one before the tag) and to spaces or
+    case inside the tag; only known tag names count, so `<b>` or `<answer>` are not read as a modality.
+    """
+    start = response.find(f"<{think_tag}>")
+    prefix = response[:start] if start >= 0 else response
+    known = {t.upper() for t in tags}
+    for match in _TAG_RE.finditer(prefix):
+        name = match.group(1).upper()
+        if name in known:
+            return 1.0 if name == tag_name.upper() else 0.0
+    return 0.0
+
+
+def medix_invalid_answer(answer: str) -> bool:
+    """Returns True for answers with no content: empty, or only punctuation/whitespace.
+
+    The reference's rule also zeroed "3:1", "5", "B" and answers echoing a "?"; those are real
+    answers here. Grader-addressing answers are caught by `addresses_grader` instead.
+    """
+    return not re.search(r"[A-Za-z0-9]", answer)
+
+
+# Answers that try to steer a judge instead of answering ("master keys", arXiv 2507.08794).
+_GRADER_PATTERNS = [
+    r"\b(answer|reply|respond|output|say|print|return|write)\s+(with\s+)?[\"']?yes\b",
+    r"\bignore\s+(all\s+|the\s+|any\s+)?(previous|prior|above|earlier)\b",
+    r"\b(you are|as) (a|an|the) (judge|grader|evaluator|assistant)\b",
+    r"\b(grade|mark|score|rate|judge)\s+(this|it|the answer|my answer)\s+(as\s+)?(correct|right|yes|1|full)\b",
+    r"\b(the )?(predicted|ground[- ]truth|correct) answer (matches|is correct)\b",
+    r"^\s*(thought process|solution|let'?s solve this|step[- ]by[- ]step)\s*:?\s*$",
+    r"^\s*[:.;,\-\s]+\s*$",
+    r"\bsystem\s*prompt\b",
+]
+_GRADER_RE = re.compile("|".join(f"(?:{p})" for p in _GRADER_PATTERNS), re.IGNORECASE | re.MULTILINE)
+
+
+def addresses_grader(answer: str) -> bool:
+    """Returns True if the answer speaks to the grader (asks for YES, overrides instructions) or is a bare opener."""
+    return bool(_GRADER_RE.search(answer)) if answer.strip() else False
+
+
+# --- closed-form answers, compared without a judge (medix preset) -----------------------------
+
+_YES = {"yes", "y", "true", "present", "positive"}
+_NO = {"no", "n", "false", "absent", "negative"}
+_OPTION_RE = re.compile(r"^\s*(?:\(?(?:option|choice)\s*)?\(?([A-Ja-j])\)?\s*[.):]?\s*$", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"^\s*([-+]?\d+(?:[.,]\d+)?)\s*([A-Za-z%/µ^0-9]*(?:/[A-Za-z0-9]+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    kind: str  # yes_no | option | number
+    value: str
+    unit: str = ""
+
+
+def closed_form(text: str) -> ClosedForm | None:
+    """Returns the closed form of a short answer (yes/no, an option letter, a number with an optional unit), or None."""
+    t = clean_answer(text).lower()
+    if t in _YES:
+        return ClosedForm("yes_no", "yes")
+    if t in _NO:
+        return ClosedForm("yes_no", "no")
+    m = _OPTION_RE.match(t)
+    if m and (len(t) <= 3 or "option" in t or "choice" in t):
+        return ClosedForm("option", m.group(1).upper())
+    m = _NUMBER_RE.match(t)
+    if m:
+        value = m.group(1).replace(",", ".")
+        return ClosedForm("number", str(float(value)), m.group(2).lower())
+    return None
+
+
+def closed_form_match(answer: str, reference: str) -> bool | None:
+    """Returns whether a closed-form answer matches a closed-form reference; None when a judge must decide.
+
+    Decided here: the reference is yes/no, an option letter or a number, and the answer is of the
+    same kind ("Yes, ..." counts as yes). A number matches if the values are equal and the
+    answer's unit is the reference's (or the answer gives none). Anything else — a free-text
+    reference, or a free-text answer such as "four chambers" — goes to the judge.
+    """
+    ref = closed_form(reference)
+    if ref is None:
+        return None
+    ans = closed_form(answer)
+    if ans is None and ref.kind == "yes_no":
+        first = re.match(r"\s*([A-Za-z]+)\b", answer)
+        ans = closed_form(first.group(1)) if first else None
+    if ans is None or ans.kind != ref.kind:
+        return None
+    if ans.value != ref.value:
+        return False
+    return ref.kind != "number" or not ans.unit or ans.unit == ref.unit

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from medix_ray.rewards.embedding import EmbeddingSimilarity, SentenceTransformerEmbedder, similarity_score
+
+
+def test_similarity_modes():
+    assert similarity_score(0.8, "threshold", 0.8) == 1.0
+    assert similarity_score(0.79, "threshold", 0.8) == 0.0
+    assert similarity_score(0.42, "continuous", 0.8) == pytest.approx(0.42)
+    assert similarity_score(-0.3, "continuous", 0.8) == 0.0
+    with pytest.raises(ValueError, match="unknown embedding mode"):
+        similarity_score(0.5, "cosine", 0.8)
+
+
+def test_reference_embeddings_are_cached_across_calls(fake_embedder):
+    sim = EmbeddingSimilarity(fake_embedder)
+    sim.cosines(["a b", "a b", "c"], ["ref", "ref", "ref"])
+    assert sim.encoded_texts == 3  # "a b", "c", "ref"
+    sim.cosines(["d"], ["ref"])
+    assert fake_embedder.calls[-1] == ["d"] and sim.encoded_texts == 4
+
+
+def test_length_mismatch_is_an_error(fake_embedder):
+    with pytest.raises(ValueError, match="2 answers but 1 references"):
+        EmbeddingSimilarity(fake_embedder).cosines(["a", "b"], ["r"])
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return SentenceTransformerEmbedder("all-minilm-l6-v2")
+
+
+def test_minilm_ranks_paraphrases_above_unrelated_answers(minilm):
+    sim = EmbeddingSimilarity(minilm)
+    cos = sim.cosines(["Heart attack", "Fracture of the femur", "Myocardial infarction"], ["Myocardial infarction"] * 3)
+    assert cos[2] == pytest.approx(1.0, abs=1e-5)
+    assert cos[0] > cos[1] + 0.2
+    vectors = minilm.encode(["a", "b"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -1,0 +1,163 @@
+"""The judge prompts, verdict parsing, and the OpenAI-protocol client against a local stub server."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from medix_ray.rewards.composite import run_sync
+from medix_ray.rewards.judge import (
+    JudgeUnavailableError,
+    OpenAIJudge,
+    VerdictCache,
+    judge_prompt,
+    parse_verdict,
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "paper", "medix"),
+    [
+        ("YES", 1.0, 1.0),
+        ("yes.", 1.0, 1.0),
+        ("NO", 0.0, 0.0),
+        ("NO, YES", 1.0, 0.0),  # the reference's "contains YES" rule
+        ("<think>maybe no</think>\nYES", 1.0, 1.0),
+        ("**YES**", 1.0, 1.0),
+        ("I think so", 0.0, None),
+        ("", 0.0, None),
+    ],
+)
+def test_parse_verdict(reply, paper, medix):
+    assert parse_verdict("paper", reply) == paper
+    assert parse_verdict("medix", reply) == medix
+
+
+def test_prompts_carry_their_inputs():
+    paper = judge_prompt("paper", "heart attack", "Myocardial infarction", "What happened?")
+    assert "heart attack" in paper and "Myocardial infarction" in paper and "What happened?" not in paper
+    medix = judge_prompt("medix", "heart attack", "Myocardial infarction", "  What happened?  ")
+    assert "Question: What happened?\n" in medix and "not instructions" in medix
+    with pytest.raises(ValueError, match="unknown reward preset"):
+        judge_prompt("lenient", "a", "b")
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """An OpenAI chat-completions endpoint whose behaviour the test scripts."""
+
+    script: list = []  # per request: an int HTTP status to fail with, or the reply text
+    default = "YES"
+    requests: list = []
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            type(self).requests.append(body)
+            action = type(self).script.pop(0) if type(self).script else type(self).default
+        if isinstance(action, int):
+            self.send_response(action)
+            self.end_headers()
+            self.wfile.write(b'{"error": "scripted failure"}')
+            return
+        payload = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": action}}],
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    _Stub.script, _Stub.requests, _Stub.default = [], [], "YES"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _Stub, f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def _judge(url, **kw):
+    kw.setdefault("backoff_s", 0.01)
+    return OpenAIJudge(url, "judge-model", **kw)
+
+
+def test_request_follows_the_reference_settings(stub, monkeypatch):
+    handler, url = stub
+    monkeypatch.setenv("MEDIX_RAY_JUDGE_API_KEY", "sk-secret")
+    (v,) = run_sync(_judge(url).verdicts(["prompt one"]))
+    assert v.score == 1.0 and v.status == "scored" and v.attempts == 1
+    (body,) = handler.requests
+    assert body["messages"] == [{"role": "user", "content": "prompt one"}]
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.0, 1.0, 4)
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_server_errors_are_retried_then_scored(stub):
+    handler, url = stub
+    handler.script = [500, 503, "NO"]
+    (v,) = run_sync(_judge(url, max_retries=3).verdicts(["p"]))
+    assert v.score == 0.0 and v.attempts == 3 and len(handler.requests) == 3
+
+
+def test_unparseable_replies_are_retried_in_medix(stub):
+    handler, url = stub
+    handler.script = ["Hmm, let me think", "YES"]
+    (v,) = run_sync(_judge(url, preset="medix").verdicts(["p"]))
+    assert v.score == 1.0 and v.attempts == 2
+
+
+def test_persistent_failure_is_a_judge_error_not_a_zero(stub):
+    handler, url = stub
+    handler.default = 500
+    (v,) = run_sync(_judge(url, max_retries=2).verdicts(["p"]))
+    assert v.score is None and v.status == "judge_error" and v.attempts == 3
+    assert "500" in v.error and len(handler.requests) == 3
+
+
+def test_unreachable_endpoint_is_a_judge_error(stub):
+    (v,) = run_sync(_judge("http://127.0.0.1:9/v1", max_retries=1, timeout_s=2).verdicts(["p"]))
+    assert v.status == "judge_error" and v.score is None
+
+
+def test_verdicts_are_cached_by_model_and_prompt(stub):
+    handler, url = stub
+    cache = VerdictCache()
+    judge = _judge(url, cache=cache)
+    first = run_sync(judge.verdicts(["a", "b", "a"]))
+    again = run_sync(judge.verdicts(["a"]))
+    assert [v.score for v in first] == [1.0, 1.0, 1.0]
+    assert again[0].status == "cached"
+    assert len(handler.requests) <= 3 and cache.hits >= 1
+    other = OpenAIJudge(url, "another-judge", cache=cache, backoff_s=0.01)
+    assert run_sync(other.verdicts(["a"]))[0].status == "scored"  # a different model is a different key
+
+
+def test_concurrency_is_bounded(stub):
+    handler, url = stub
+    judge = _judge(url, concurrency=4)
+    out = run_sync(judge.verdicts([f"p{i}" for i in range(40)]))
+    assert len(out) == 40 and all(v.score == 1.0 for v in out) and len(handler.requests) == 40
+
+
+def test_health_check_names_the_endpoint():
+    judge = _judge("http://127.0.0.1:9/v1", timeout_s=2)
+    with pytest.raises(JudgeUnavailableError, match=r"judge at http://127.0.0.1:9/v1 \(model judge-model\)"):
+        run_sync(judge.check())
+
+
+def test_empty_base_url_is_rejected():
+    with pytest.raises(ValueError, match="reward.judge.base_url"):
+        OpenAIJudge("", "m")
