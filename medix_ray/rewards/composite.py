@@ -11,7 +11,7 @@ per component saying how it was decided. Presets (research/method.md §1.4 and �
 | text handling | whitespace next to `<`, `>`, `/` deleted everywhere | untouched |
 | think tag | `<thinking>` | configurable, `<think>` by default |
 | no `<answer>` | the whole response is the answer | no accuracy (status `no_answer`) |
-| invalid answer | empty, 1 char, or contains `__` `:` `?` → 0 | only content-free answers; "3:1", "5", "B" are answers |
+| invalid answer | empty, 1 char, or has `__` `:` `?` → 0 | only content-free answers; "3:1", "5", "B" count |
 | grader-addressing answers | not detected | 0, status `grader_attack` |
 | exact match | string equality → 1, no judge | case- and space-insensitive → 1, no judge |
 | closed-form references | judged | yes/no, option letters, numbers+units compared without a judge |
