@@ -14,6 +14,7 @@ Every command that takes `--config` also takes `key=value` overrides after its o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -24,6 +25,7 @@ from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
 from medix_ray.data.readers import DataSourceError
 from medix_ray.data.schema import SampleError
 from medix_ray.models import ModelUnavailableError
+from medix_ray.rewards.http_client import RewardServiceError
 from medix_ray.rewards.judge import JudgeUnavailableError
 from medix_ray.rewards.local import RewardInputError
 
@@ -174,12 +176,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _scorer_fn(cfg: MedixConfig):
+    """Yields the in-process scoring function for a config (starting a local judge if needed)."""
+    from medix_ray.rewards.local import open_scorer
+
+    with open_scorer(cfg) as scorer:
+        yield scorer.score_sync
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from tqdm import tqdm
 
-    from medix_ray.rewards.local import open_scorer, read_items
+    from medix_ray.rewards.local import read_items
 
     cfg = _config(args)
     records, items = read_items(args.input)
@@ -187,11 +198,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     statuses: Counter[str] = Counter()
     scored, total = 0, 0.0
     start = time.monotonic()
-    with open_scorer(cfg) as scorer, open(args.output, "w", encoding="utf-8") as out:
+    if args.url:
+        from medix_ray.rewards.http_client import RewardServiceClient
+
+        scorer_context = contextlib.nullcontext(RewardServiceClient(args.url, token_env=cfg.serve.auth_token_env).score)
+    else:
+        scorer_context = _scorer_fn(cfg)
+    with scorer_context as score_fn, open(args.output, "w", encoding="utf-8") as out:
         bar = tqdm(total=len(items), desc="scoring", unit="item")
         for lo in range(0, len(items), args.batch_size):
             batch = items[lo : lo + args.batch_size]
-            for record, bd in zip(records[lo : lo + args.batch_size], scorer.score_sync(batch), strict=True):
+            for record, bd in zip(records[lo : lo + args.batch_size], score_fn(batch), strict=True):
                 row = dict(record)
                 row.update({k: v for k, v in bd.to_dict().items() if k != "id"})
                 out.write(json.dumps(row) + "\n")
@@ -208,6 +225,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     for key, count in sorted(statuses.items()):
         print(f"  {key}: {count}")
+    return 0
+
+
+def cmd_serve_rewards(args: argparse.Namespace) -> int:
+    import importlib
+
+    cfg = _config(args)
+    # The one place the library reaches the application layer: the CLI dispatches to the Serve app.
+    reward_app = importlib.import_module("deployments.reward_app")
+    url = reward_app.start_reward_service(cfg, address=args.address)
+    print(
+        f"reward service ready: POST {url}/v1/rewards, GET {url}/healthz, docs {url}/docs (Ctrl-C stops it)", flush=True
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
     return 0
 
 
@@ -251,8 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("input", type=Path, help="input JSONL")
     score.add_argument("output", type=Path, help="output JSONL: the input fields plus the reward breakdown")
     score.add_argument("--batch-size", type=int, default=256)
+    score.add_argument("--url", default=None, help="score through a running reward service instead of in-process")
     _add_config_args(score)
     score.set_defaults(func=cmd_score)
+
+    srv = sub.add_parser("serve-rewards", help="run the reward service (Ray Serve) until Ctrl-C")
+    srv.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    _add_config_args(srv)
+    srv.set_defaults(func=cmd_serve_rewards)
     return parser
 
 
@@ -269,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         RewardInputError,
         JudgeUnavailableError,
+        RewardServiceError,
     ) as exc:
         print(f"medix-ray: error: {exc}", file=sys.stderr)
         return 2

@@ -173,13 +173,26 @@ class EvalConfig:
 
 @dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # bind address of the HTTP proxy; 0.0.0.0 only when asked for
     port: int = 8000
-    auth_token_env: str = "MEDIX_RAY_SERVE_TOKEN"
-    embedder_min_replicas: int = 1
-    embedder_max_replicas: int = 2
+    auth_token_env: str = "MEDIX_RAY_SERVE_TOKEN"  # bearer token read from this variable; unset: no auth
+    judge_profile: str = "tuned"  # in-cluster judge serving: tuned (prefix caching) | reference (vLLM defaults)
     judge_min_replicas: int = 1
     judge_max_replicas: int = 1
+    judge_num_cpus: float = 1.0
+    judge_max_ongoing_requests: int = 64
+    embedder_min_replicas: int = 1
+    embedder_max_replicas: int = 2
+    embedder_num_cpus: float = 0.5
+    ingress_min_replicas: int = 1
+    ingress_max_replicas: int = 2
+    ingress_num_cpus: float = 0.25
+    # Autoscaling (Ray Serve AutoscalingConfig), shared by the three deployments.
+    target_ongoing_requests: float = 2.0
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+    metrics_interval_s: float = 2.0
+    look_back_period_s: float = 10.0
 
 
 @dataclass
@@ -209,6 +222,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.dynamic_sampling": ("none", "zero_variance", "mean_range"),
     "sync.backend": ("auto", "nccl", "gloo"),
     "eval.protocol": ("paper", "independent"),
+    "serve.judge_profile": ("tuned", "reference"),
 }
 
 

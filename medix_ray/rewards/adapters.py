@@ -7,7 +7,9 @@
     # EasyR1: worker.reward.reward_function=medix_ray/rewards/adapters.py:easyr1_compute_score
 
 Each scores in-process with the config's judge and embedder (a local vLLM judge is started when
-`reward.judge.base_url` is empty). Items whose judge failed after its retries are unscored:
+`reward.judge.base_url` is empty), or, given a URL, through the reward service's HTTP API
+(`MedixReward(url=...)`; for verl/EasyR1 set $MEDIX_RAY_REWARD_URL). Items whose judge failed
+after its retries are unscored:
 TRL gets `None` for them (it ignores None rewards); verl and EasyR1 have no such value, so the
 adapters raise `UnscoredRewardError` unless `MEDIX_RAY_ON_UNSCORED=zero` asks for the reference's
 behaviour (score 0).
@@ -39,10 +41,14 @@ class MedixReward:
         self,
         config: str | None = None,
         overrides: Sequence[str] = (),
+        *,
+        url: str | None = None,
         question_key: str = "problem",
         reference_key: str = "solution",
     ):
         self.config = config
+        self.url = url
+        self._client = None
         self.overrides = list(overrides)
         self.question_key = question_key
         self.reference_key = reference_key
@@ -60,6 +66,12 @@ class MedixReward:
             return self._scorer
 
     def score(self, items: Sequence[RewardItem]) -> list[RewardBreakdown]:
+        if self.url:
+            if self._client is None:
+                from medix_ray.rewards.http_client import RewardServiceClient
+
+                self._client = RewardServiceClient(self.url)
+            return self._client.score(items)
         return self.scorer().score_sync(items)
 
     def __call__(self, prompts: Sequence[Any] = (), completions: Sequence[Any] = (), **columns: Any) -> list:
@@ -88,10 +100,12 @@ _default: MedixReward | None = None
 
 
 def _default_reward() -> MedixReward:
-    """The process-wide scorer for verl/EasyR1, configured by $MEDIX_RAY_REWARD_CONFIG (a YAML path)."""
+    """The process-wide scorer for verl/EasyR1: $MEDIX_RAY_REWARD_URL (the service) or $MEDIX_RAY_REWARD_CONFIG."""
     global _default
     if _default is None:
-        _default = MedixReward(os.environ.get("MEDIX_RAY_REWARD_CONFIG") or None)
+        _default = MedixReward(
+            os.environ.get("MEDIX_RAY_REWARD_CONFIG") or None, url=os.environ.get("MEDIX_RAY_REWARD_URL") or None
+        )
     return _default
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from medix_ray.data.modality import MODALITY_TAGS
 from medix_ray.rewards import rules
-from medix_ray.rewards.embedding import EmbeddingSimilarity, similarity_score
+from medix_ray.rewards.embedding import Similarity, similarity_score
 from medix_ray.rewards.judge import Judge, judge_prompt
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class _Work:
 class CompositeScorer:
     """Scores batches of items: rules in-process, judge calls concurrently, embeddings in one batch."""
 
-    def __init__(self, spec: RewardSpec, judge: Judge, similarity: EmbeddingSimilarity):
+    def __init__(self, spec: RewardSpec, judge: Judge, similarity: Similarity):
         self.spec = spec
         self.judge = judge
         self.similarity = similarity
@@ -222,10 +222,10 @@ class CompositeScorer:
         return work
 
     # -- model calls ------------------------------------------------------------------------
-    def _embed(self, works: list[_Work]) -> None:
+    async def _embed(self, works: list[_Work]) -> None:
         s = self.spec
         try:
-            cosines = self.similarity.cosines([w.breakdown.answer for w in works], [w.ref_answer for w in works])
+            cosines = await self.similarity.acosines([w.breakdown.answer for w in works], [w.ref_answer for w in works])
         except Exception as exc:  # a failing embedder marks its items; it never becomes a silent 0
             logger.warning("embedding failed for %d items: %s", len(works), exc)
             for w in works:
@@ -248,8 +248,7 @@ class CompositeScorer:
             prompts = [
                 judge_prompt(self.spec.preset, w.breakdown.answer, w.ref_answer, w.item.question) for w in pending
             ]
-            embed_task = asyncio.to_thread(self._embed, pending)
-            verdicts, _ = await asyncio.gather(self.judge.verdicts(prompts), embed_task)
+            verdicts, _ = await asyncio.gather(self.judge.verdicts(prompts), self._embed(pending))
             for w, v in zip(pending, verdicts, strict=True):
                 if v.score is None:
                     w.breakdown.accuracy_llm = 0.0 if self.spec.preset == "paper" else None

@@ -22,6 +22,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+class Similarity(Protocol):
+    async def acosines(self, answers: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """Returns the cosine similarity of each (answer, reference) pair, shape [N]."""
+        ...
+
+
 class Embedder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Returns L2-normalised embeddings, one row per text."""
@@ -64,6 +70,12 @@ class EmbeddingSimilarity:
         self._refs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.encoded_texts = 0  # how many texts went through the model (for benchmarks and tests)
+
+    async def acosines(self, answers: Sequence[str], references: Sequence[str]) -> np.ndarray:
+        """Returns cosines(...) computed in a worker thread, so the event loop keeps serving judge calls."""
+        import asyncio
+
+        return await asyncio.to_thread(self.cosines, answers, references)
 
     def cosines(self, answers: Sequence[str], references: Sequence[str]) -> np.ndarray:
         """Returns the cosine similarity of each (answer, reference) pair, shape [N]."""

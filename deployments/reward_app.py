@@ -1,0 +1,281 @@
+"""The composite reward as a Ray Serve application.
+
+    RewardIngress (FastAPI: POST /v1/rewards, GET /healthz, /docs)
+      ├── JudgeDeployment      a vLLM judge server inside the replica, or a pass-through to a URL
+      └── EmbedderDeployment   sentence-transformers, requests merged with @serve.batch
+    rule scorers (format, modality, guards) run in the ingress: they are microseconds of Python.
+
+Start it with `medix-ray serve-rewards --config configs/serve/rewards_cpu.yaml`, with
+`serve run deployments.reward_app:build_app config=configs/serve/rewards_cpu.yaml`, or with
+`ray job submit --working-dir . -- python jobs/serve_rewards.py --config ...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from medix_ray.config import MedixConfig, load_config
+from medix_ray.rewards.composite import CompositeScorer, RewardItem, RewardSpec
+from medix_ray.rewards.embedding import EmbeddingSimilarity, SentenceTransformerEmbedder
+from medix_ray.rewards.judge import JudgeVerdict, OpenAIJudge
+
+logger = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_REQUEST = 4096
+MAX_FIELD_CHARS = 32_768
+
+
+class JudgeDeployment:
+    """Gives verdicts for judge prompts: through its own vLLM server (in-cluster) or an external URL."""
+
+    def __init__(self, cfg: MedixConfig):
+        from medix_ray.rewards.judge_server import LocalJudgeServer
+
+        self.server = None
+        base_url = cfg.reward.judge.base_url
+        if not base_url:
+            self.server = LocalJudgeServer(
+                cfg.reward.judge.model,
+                profile=cfg.serve.judge_profile,
+                kv_cache_space_gib=cfg.rollout.kv_cache_space_gib,
+            )
+            base_url = self.server.start()
+        self.judge = OpenAIJudge.from_config(cfg.reward.judge, cfg.reward.preset, base_url=base_url)
+
+    async def verdicts(self, prompts: list[str]) -> list[JudgeVerdict]:
+        return await self.judge.verdicts(prompts)
+
+    def cache_stats(self) -> dict[str, int]:
+        return {"hits": self.judge.cache.hits, "misses": self.judge.cache.misses}
+
+    def check_health(self) -> None:
+        if self.server is not None and self.server.process is not None and self.server.process.poll() is not None:
+            raise RuntimeError(f"judge server exited with code {self.server.process.returncode}")
+
+    def __del__(self):
+        if getattr(self, "server", None) is not None:
+            self.server.stop()
+
+
+class EmbedderDeployment:
+    """Cosine similarities of (answer, reference) pairs; concurrent requests are merged into one model batch."""
+
+    def __init__(self, cfg: MedixConfig):
+        self.similarity = EmbeddingSimilarity(
+            SentenceTransformerEmbedder(cfg.reward.embedding.model, batch_size=cfg.reward.embedding.batch_size)
+        )
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batched(self, requests: list[tuple[list[str], list[str]]]) -> list[np.ndarray]:
+        answers = [a for req in requests for a in req[0]]
+        references = [r for req in requests for r in req[1]]
+        cosines = await self.similarity.acosines(answers, references)
+        out, start = [], 0
+        for req in requests:
+            out.append(cosines[start : start + len(req[0])])
+            start += len(req[0])
+        return out
+
+    async def cosines(self, answers: list[str], references: list[str]) -> np.ndarray:
+        return await self._batched((answers, references))
+
+
+class _HandleJudge:
+    """The judge deployment seen as a Judge. A replica that dies mid-call is retried on another (Serve
+    restarts it); if the deployment stays unreachable, every prompt comes back as `judge_error`."""
+
+    def __init__(self, handle: DeploymentHandle, attempts: int = 3, backoff_s: float = 1.0):
+        self.handle = handle
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    async def verdicts(self, prompts):
+        if not prompts:
+            return []
+        error = ""
+        for attempt in range(self.attempts):
+            try:
+                return await self.handle.verdicts.remote(list(prompts))
+            except Exception as exc:  # RayActorError, Serve routing errors: the replica is gone or restarting
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                logger.warning("judge deployment call failed (attempt %d/%d): %s", attempt + 1, self.attempts, error)
+                await asyncio.sleep(self.backoff_s * 2**attempt)
+        return [JudgeVerdict(None, "judge_error", attempts=self.attempts, error=error) for _ in prompts]
+
+
+class _HandleSimilarity:
+    """The embedder deployment seen as a Similarity; failures propagate to the scorer, which marks embed_error."""
+
+    def __init__(self, handle: DeploymentHandle, attempts: int = 3, backoff_s: float = 1.0):
+        self.handle = handle
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    async def acosines(self, answers, references):
+        for attempt in range(self.attempts):
+            try:
+                return await self.handle.cosines.remote(list(answers), list(references))
+            except Exception:
+                if attempt == self.attempts - 1:
+                    raise
+                await asyncio.sleep(self.backoff_s * 2**attempt)
+
+
+class RewardRequestItem(BaseModel):
+    id: str = Field(..., max_length=512)
+    question: str = Field("", max_length=MAX_FIELD_CHARS)
+    response: str = Field(..., max_length=MAX_FIELD_CHARS)
+    reference: str = Field(..., max_length=MAX_FIELD_CHARS, description="the dataset's solution: `<TAG> answer`")
+
+
+class RewardRequest(BaseModel):
+    items: list[RewardRequestItem] = Field(..., max_length=MAX_ITEMS_PER_REQUEST)
+
+
+class RewardResult(BaseModel):
+    id: str
+    overall: float | None
+    format: float | None
+    accuracy_llm: float | None
+    accuracy_embed: float | None
+    modality: float | None
+    status: dict[str, str]
+    answer: str
+
+
+class RewardResponse(BaseModel):
+    results: list[RewardResult]
+    preset: str
+    unscored: int
+    seconds: float
+
+
+api = FastAPI(
+    title="medix-ray reward service",
+    version="1",
+    description="The MediX-R1 composite reward (LLM judge, embedding, format, modality).",
+)
+
+
+def _auth(request: Request) -> None:
+    token = request.app.state.token
+    if token and request.headers.get("authorization") != f"Bearer {token}":
+        raise HTTPException(status_code=401, detail="missing or wrong bearer token")
+
+
+@serve.ingress(api)
+class RewardIngress:
+    """HTTP and handle entry point: rules here, judge and embedder through their handles."""
+
+    def __init__(self, cfg: MedixConfig, judge: DeploymentHandle, embedder: DeploymentHandle):
+        self.spec = RewardSpec.from_config(cfg.reward, cfg.data)
+        self.scorer = CompositeScorer(self.spec, _HandleJudge(judge), _HandleSimilarity(embedder))
+        # The token is read from the environment variable the config names; it is never logged.
+        api.state.token = os.environ.get(cfg.serve.auth_token_env, "")
+
+    async def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Handle API: the same breakdowns as POST /v1/rewards, as dicts."""
+        parsed = [RewardRequestItem(**it) for it in items]
+        out = await self.scorer.score([RewardItem(i.id, i.question, i.response, i.reference) for i in parsed])
+        return [bd.to_dict() for bd in out]
+
+    @api.post("/v1/rewards", response_model=RewardResponse, dependencies=[Depends(_auth)])
+    async def rewards(self, request: RewardRequest) -> RewardResponse:
+        start = time.monotonic()
+        items = [RewardItem(i.id, i.question, i.response, i.reference) for i in request.items]
+        out = await self.scorer.score(items)
+        return RewardResponse(
+            results=[RewardResult(**bd.to_dict()) for bd in out],
+            preset=self.spec.preset,
+            unscored=sum(not bd.scored for bd in out),
+            seconds=time.monotonic() - start,
+        )
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok", "preset": self.spec.preset}
+
+
+def build_reward_app(cfg: MedixConfig) -> serve.Application:
+    """Returns the bound application for a config (replica counts and autoscaling from `serve`)."""
+    s = cfg.serve
+
+    def autoscaling(min_r: int, max_r: int) -> dict[str, Any]:
+        return {
+            "min_replicas": min_r,
+            "max_replicas": max_r,
+            "initial_replicas": min_r,
+            "target_ongoing_requests": s.target_ongoing_requests,
+            "upscale_delay_s": s.upscale_delay_s,
+            "downscale_delay_s": s.downscale_delay_s,
+            "metrics_interval_s": s.metrics_interval_s,
+            "look_back_period_s": s.look_back_period_s,
+        }
+
+    judge = (
+        serve.deployment(JudgeDeployment)
+        .options(
+            name="judge",
+            autoscaling_config=autoscaling(s.judge_min_replicas, s.judge_max_replicas),
+            max_ongoing_requests=s.judge_max_ongoing_requests,
+            ray_actor_options={"num_cpus": s.judge_num_cpus},
+        )
+        .bind(cfg)
+    )
+    embedder = (
+        serve.deployment(EmbedderDeployment)
+        .options(
+            name="embedder",
+            autoscaling_config=autoscaling(s.embedder_min_replicas, s.embedder_max_replicas),
+            max_ongoing_requests=32,
+            ray_actor_options={"num_cpus": s.embedder_num_cpus},
+        )
+        .bind(cfg)
+    )
+    return (
+        serve.deployment(RewardIngress)
+        .options(
+            name="ingress",
+            autoscaling_config=autoscaling(s.ingress_min_replicas, s.ingress_max_replicas),
+            max_ongoing_requests=64,
+            ray_actor_options={"num_cpus": s.ingress_num_cpus},
+        )
+        .bind(cfg, judge, embedder)
+    )
+
+
+def build_app(args: dict[str, str]) -> serve.Application:
+    """`serve run deployments.reward_app:build_app config=FILE [key=value ...]` entry point."""
+    args = dict(args)
+    path = args.pop("config", None)
+    return build_reward_app(load_config(path, [f"{k}={v}" for k, v in args.items()]))
+
+
+def start_reward_service(
+    cfg: MedixConfig, *, address: str | None = None, num_cpus: int | None = None, name: str = "medix-rewards"
+) -> str:
+    """Deploys the reward app (starting or joining a Ray cluster) and returns its base URL.
+
+    A local cluster on a small CPU machine gets at least 4 logical CPUs, so that the fractional
+    replicas can scale out (research/feasibility.md: oversubscribe logical CPUs on 2 cores).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib)}
+        if address is None and num_cpus is None:
+            num_cpus = max(os.cpu_count() or 1, 4)
+        ray.init(address=address, num_cpus=num_cpus, runtime_env={"env_vars": env})
+    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    serve.run(build_reward_app(cfg), name=name, route_prefix="/")
+    return f"http://{cfg.serve.host}:{cfg.serve.port}"
