@@ -86,6 +86,8 @@ class JudgeConfig:
     timeout_s: float = 60.0
     max_retries: int = 3
     concurrency: int = 32
+    # Constrain the reply to YES/NO with vLLM structured outputs (medix preset; off for endpoints without it).
+    constrained: bool = True
 
 
 @dataclass

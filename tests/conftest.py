@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("MEDIX_RAY_HOME", os.path.expanduser("~/.cache/medix_ray"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The reward-service tests deploy with auth on; Ray workers inherit this from the driver at ray.init.
+os.environ.setdefault("MEDIX_RAY_TEST_TOKEN", "test-token-not-a-secret")
 
 
 @pytest.fixture(scope="session")

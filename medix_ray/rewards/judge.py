@@ -149,6 +149,7 @@ class OpenAIJudge:
         concurrency: int = 32,
         backoff_s: float = 0.5,
         cache: VerdictCache | None = None,
+        constrained: bool = False,
     ):
         from openai import AsyncOpenAI
 
@@ -162,6 +163,7 @@ class OpenAIJudge:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.concurrency = concurrency
+        self.constrained = constrained
         self.cache = cache if cache is not None else VerdictCache()
         # The key comes from the environment and is handed to the client only; it is never logged.
         self._client = AsyncOpenAI(
@@ -182,16 +184,23 @@ class OpenAIJudge:
             timeout_s=judge_cfg.timeout_s,
             max_retries=judge_cfg.max_retries,
             concurrency=judge_cfg.concurrency,
+            # The paper preset reproduces the reference's unconstrained request.
+            constrained=judge_cfg.constrained and preset != "paper",
         )
 
     async def _ask(self, prompt: str) -> str:
+        extra: dict = {"chat_template_kwargs": {"enable_thinking": False}}
+        if self.constrained:
+            # vLLM's structured outputs: the reply can only be YES or NO, so even a small judge always
+            # gives a verdict (research/method.md §7: constrain the judge's output).
+            extra["structured_outputs"] = {"choice": ["YES", "NO"]}
         response = await self._client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
             temperature=self.temperature,
             top_p=1.0,
             max_tokens=self.max_tokens,
-            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+            extra_body=extra,
         )
         return response.choices[0].message.content or ""
 

@@ -76,8 +76,6 @@ def server_command(
         cmd += ["--dtype", "bfloat16", "--enforce-eager", "--gpu-memory-utilization", "0.3"]
     if profile == "tuned":
         cmd += ["--enable-prefix-caching", "--block-size", "32", "--max-num-seqs", "64"]
-    else:
-        cmd += ["--no-enable-prefix-caching"]
     return cmd
 
 
