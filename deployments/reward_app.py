@@ -228,7 +228,7 @@ def build_reward_app(cfg: MedixConfig) -> serve.Application:
             name="judge",
             autoscaling_config=autoscaling(s.judge_min_replicas, s.judge_max_replicas),
             max_ongoing_requests=s.judge_max_ongoing_requests,
-            ray_actor_options={"num_cpus": s.judge_num_cpus},
+            ray_actor_options={"num_cpus": s.judge_num_cpus, "num_gpus": s.judge_num_gpus},
         )
         .bind(cfg)
     )
@@ -238,7 +238,7 @@ def build_reward_app(cfg: MedixConfig) -> serve.Application:
             name="embedder",
             autoscaling_config=autoscaling(s.embedder_min_replicas, s.embedder_max_replicas),
             max_ongoing_requests=32,
-            ray_actor_options={"num_cpus": s.embedder_num_cpus},
+            ray_actor_options={"num_cpus": s.embedder_num_cpus, "num_gpus": s.embedder_num_gpus},
         )
         .bind(cfg)
     )

@@ -182,10 +182,12 @@ class ServeConfig:
     judge_min_replicas: int = 1
     judge_max_replicas: int = 1
     judge_num_cpus: float = 1.0
+    judge_num_gpus: float = 0.0
     judge_max_ongoing_requests: int = 64
     embedder_min_replicas: int = 1
     embedder_max_replicas: int = 2
     embedder_num_cpus: float = 0.5
+    embedder_num_gpus: float = 0.0
     ingress_min_replicas: int = 1
     ingress_max_replicas: int = 2
     ingress_num_cpus: float = 0.25

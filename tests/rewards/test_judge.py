@@ -161,3 +161,39 @@ def test_health_check_names_the_endpoint():
 def test_empty_base_url_is_rejected():
     with pytest.raises(ValueError, match="reward.judge.base_url"):
         OpenAIJudge("", "m")
+
+
+def test_endpoint_dying_mid_batch_gives_verdicts_or_judge_errors_never_zero():
+    """The first 10 requests are answered, then the server goes away: nothing is lost, nothing is a silent 0."""
+    answered = []
+
+    class Dying(_Stub):
+        def do_POST(self):  # noqa: N802
+            if len(answered) >= 10:
+                self.connection.close()  # as a crashed server: the connection drops without a reply
+                return
+            answered.append(1)
+            super().do_POST()
+
+    _Stub.script, _Stub.requests, _Stub.default = [], [], "NO"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = OpenAIJudge(
+            f"http://127.0.0.1:{server.server_port}/v1", "m", concurrency=2, max_retries=1, backoff_s=0.01, timeout_s=5
+        )
+        out = run_sync(judge.verdicts([f"p{i}" for i in range(30)]))
+    finally:
+        server.shutdown()
+    assert len(out) == 30
+    assert sum(v.status == "scored" for v in out) == 10
+    assert all(v.score is None for v in out if v.status == "judge_error")
+    assert sum(v.status == "judge_error" for v in out) == 20
+
+
+def test_constrained_requests_ask_vllm_for_a_yes_no_choice(stub):
+    handler, url = stub
+    run_sync(_judge(url, constrained=True).verdicts(["p"]))
+    assert handler.requests[0]["structured_outputs"] == {"choice": ["YES", "NO"]}
+    run_sync(_judge(url).verdicts(["q"]))
+    assert "structured_outputs" not in handler.requests[1]

