@@ -95,7 +95,10 @@ def reference_way(items: list[dict], base_url: str, model: str) -> float:
 
 
 def ensemble(items: list[dict], cfg_overrides: list[str], port: int, repeat: int = 1) -> list[float]:
-    """Deploys the Serve app, scores the items `repeat` times through HTTP; returns seconds per pass."""
+    """Deploys the Serve app, scores the items `repeat` times through HTTP; returns seconds per pass.
+
+    Serve keeps the HTTP port of its first start for the life of the cluster: pass the same port each time.
+    """
     import asyncio
 
     import httpx
@@ -153,7 +156,7 @@ def main() -> None:
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         (results["c_ensemble_same_server_s"],) = ensemble(items, [f"reward.judge.base_url={url}"], 8771)
         print(f"(c) ensemble, same server: {n / results['c_ensemble_same_server_s']:.1f} items/s", flush=True)
-    results["b_ensemble_s"], results["b_warm_s"] = ensemble(items, ["serve.judge_profile=tuned"], 8772, repeat=2)
+    results["b_ensemble_s"], results["b_warm_s"] = ensemble(items, ["serve.judge_profile=tuned"], 8771, repeat=2)
     print(f"(b) ensemble, tuned judge: {n / results['b_ensemble_s']:.1f} items/s; warm {n / results['b_warm_s']:.1f}")
     ray.shutdown()
     report = {

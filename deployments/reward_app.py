@@ -25,7 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from medix_ray.config import MedixConfig, load_config
-from medix_ray.rewards.composite import CompositeScorer, RewardItem, RewardSpec
+from medix_ray.rewards.composite import CompositeScorer, RewardBreakdown, RewardItem, RewardSpec
 from medix_ray.rewards.embedding import EmbeddingSimilarity, SentenceTransformerEmbedder
 from medix_ray.rewards.judge import JudgeVerdict, OpenAIJudge
 
@@ -142,19 +142,8 @@ class RewardRequest(BaseModel):
     items: list[RewardRequestItem] = Field(..., max_length=MAX_ITEMS_PER_REQUEST)
 
 
-class RewardResult(BaseModel):
-    id: str
-    overall: float | None
-    format: float | None
-    accuracy_llm: float | None
-    accuracy_embed: float | None
-    modality: float | None
-    status: dict[str, str]
-    answer: str
-
-
 class RewardResponse(BaseModel):
-    results: list[RewardResult]
+    results: list[RewardBreakdown]  # the library's record, so the HTTP schema cannot drift from it
     preset: str
     unscored: int
     seconds: float
@@ -195,7 +184,7 @@ class RewardIngress:
         items = [RewardItem(i.id, i.question, i.response, i.reference) for i in request.items]
         out = await self.scorer.score(items)
         return RewardResponse(
-            results=[RewardResult(**bd.to_dict()) for bd in out],
+            results=out,
             preset=self.spec.preset,
             unscored=sum(not bd.scored for bd in out),
             seconds=time.monotonic() - start,

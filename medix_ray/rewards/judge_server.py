@@ -38,6 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Asks Linux to SIGTERM the server when the process that started it dies (a killed Serve replica
+    must not leave an orphaned vLLM server holding memory and a port)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _on_gpu() -> bool:
     import torch
 
@@ -114,7 +124,8 @@ class LocalJudgeServer:
         log = tempfile.NamedTemporaryFile(prefix="medix-judge-", suffix=".log", delete=False)
         self.log_path = Path(log.name)
         logger.info("starting judge server %s (%s) on %s; log %s", self.model, self.profile, self.base_url, log.name)
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
