@@ -161,7 +161,7 @@ def main() -> None:
     ray.shutdown()
     report = {
         "items": n,
-        **{k.replace("_s", "_items_per_s"): n / v for k, v in results.items()},
+        **{k.removesuffix("_s") + "_items_per_s": n / v for k, v in results.items()},
         "ratio_b_over_a": results["a_reference_s"] / results["b_ensemble_s"],
         "ratio_c_over_a": results["a_reference_s"] / results["c_ensemble_same_server_s"],
         "ratio_warm_over_a": results["a_reference_s"] / results["b_warm_s"],
