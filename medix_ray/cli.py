@@ -197,14 +197,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     statuses: Counter[str] = Counter()
     scored, total = 0, 0.0
-    start = time.monotonic()
     if args.url:
         from medix_ray.rewards.http_client import RewardServiceClient
 
         scorer_context = contextlib.nullcontext(RewardServiceClient(args.url, token_env=cfg.serve.auth_token_env).score)
     else:
         scorer_context = _scorer_fn(cfg)
+    setup_start = time.monotonic()
     with scorer_context as score_fn, open(args.output, "w", encoding="utf-8") as out:
+        start = time.monotonic()  # after the judge and embedder are up
         bar = tqdm(total=len(items), desc="scoring", unit="item")
         for lo in range(0, len(items), args.batch_size):
             batch = items[lo : lo + args.batch_size]
@@ -220,7 +221,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         bar.close()
     elapsed = time.monotonic() - start
     print(
-        f"scored {scored}/{len(items)} items ({len(items) - scored} unscored, see status) in {elapsed:.1f} s; "
+        f"scored {scored}/{len(items)} items ({len(items) - scored} unscored, see status) in {elapsed:.1f} s "
+        f"(+{start - setup_start:.1f} s start-up); "
         f"mean overall {total / max(scored, 1):.4f}; wrote {args.output}"
     )
     for key, count in sorted(statuses.items()):

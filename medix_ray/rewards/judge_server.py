@@ -124,8 +124,9 @@ class LocalJudgeServer:
         log = tempfile.NamedTemporaryFile(prefix="medix-judge-", suffix=".log", delete=False)
         self.log_path = Path(log.name)
         logger.info("starting judge server %s (%s) on %s; log %s", self.model, self.profile, self.base_url, log.name)
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
