@@ -1,0 +1,161 @@
+"""One policy update: k mini-batches, each split into micro-batches, with exact loss aggregation.
+
+The same code drives a DeepSpeed engine (the learner group) and a plain PyTorch model + optimizer
+(tests, the single-process baseline). The mini-batch loss is aggregated over *all* its valid
+tokens (or sequences) on every data-parallel rank — counts are all-reduced first — so the update
+does not depend on the micro-batch size or the number of workers (DAPO's token-level loss done
+right under gradient accumulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+
+from medix_ray.algorithms.losses import aggregate_loss, gspo_token_loss, kl_penalty, ppo_clip_loss
+from medix_ray.config import AlgorithmConfig
+from medix_ray.learner.batch import PolicyBatch
+from medix_ray.learner.logprobs import forward_logprobs
+
+
+class TrainEngine(Protocol):
+    module: torch.nn.Module
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> None:
+        """Called after every micro-batch; applies the optimizer at the end of a mini-batch."""
+        ...
+
+    def grad_norm(self) -> float | None: ...
+
+
+class TorchEngine:
+    """A plain model + AdamW, stepping every `micro_per_step` micro-batches (the engine of tests and baselines)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 1e-6,
+        betas=(0.9, 0.999),
+        weight_decay: float = 0.01,
+        grad_clip: float = 1.0,
+        micro_per_step: int = 1,
+    ):
+        self.module = model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.grad_clip = grad_clip
+        self.micro_per_step = micro_per_step
+        self._micro = 0
+        self._last_norm: float | None = None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        self._micro += 1
+        if self._micro % self.micro_per_step:
+            return
+        self._last_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def grad_norm(self) -> float | None:
+        return self._last_norm
+
+
+@dataclass
+class UpdateStats:
+    """Metrics of one mini-batch update."""
+
+    loss: float
+    clip_fraction: float
+    ratio_mean: float
+    kl: float
+    tokens: int
+    grad_norm: float | None
+
+
+def _global_counts(batch: PolicyBatch) -> tuple[float, float]:
+    """Returns (valid tokens, valid sequences) of the mini-batch summed over data-parallel ranks."""
+    counts = torch.tensor([batch.loss_mask.sum().item(), float((batch.loss_mask.sum(dim=1) > 0).sum())])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(counts)
+    return float(counts[0]), float(counts[1])
+
+
+def _dp_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def minibatch_update(
+    engine: TrainEngine,
+    batch: PolicyBatch,
+    algo: AlgorithmConfig,
+    *,
+    micro_batch_size: int,
+    norm_length: int | None = None,
+    temperature: float = 1.0,
+) -> UpdateStats:
+    """Applies one optimizer step on this rank's share of a mini-batch; returns its metrics.
+
+    `batch.old_logp` must be set (from the rollout engine or `batch_logprobs` before the update);
+    `batch.ref_logp` too when `algo.kl_coef` > 0.
+    """
+    if batch.old_logp is None:
+        raise ValueError("the batch has no old_logp: compute them before the update")
+    if algo.kl_coef > 0 and batch.ref_logp is None:
+        raise ValueError("algorithm.kl_coef > 0 needs ref_logp in the batch")
+    global_tokens, global_seqs = _global_counts(batch)
+    dp = _dp_size()
+    total = clip = ratio = kl_sum = 0.0
+    micros = batch.micro_batches(micro_batch_size)
+    for micro in micros:
+        logp = forward_logprobs(engine.module, micro, temperature)
+        mask = micro.loss_mask
+        if algo.name == "gspo":
+            out = gspo_token_loss(
+                logp, micro.old_logp, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high
+            )
+        else:
+            out = ppo_clip_loss(
+                logp,
+                micro.old_logp,
+                micro.advantages,
+                mask,
+                clip_low=algo.clip_low,
+                clip_high=algo.clip_high,
+                dual_clip=algo.dual_clip,
+            )
+        token_loss = out.token_loss
+        if algo.kl_coef > 0:
+            kl = kl_penalty(logp, micro.ref_logp, algo.kl_estimator) * mask
+            token_loss = token_loss + algo.kl_coef * kl
+            kl_sum += float(kl.sum())
+        share = aggregate_loss(
+            token_loss,
+            mask,
+            algo.loss_agg,
+            global_tokens=global_tokens,
+            global_seqs=global_seqs,
+            norm_length=norm_length,
+            dp_size=dp,
+        )
+        engine.backward(share)
+        engine.step()
+        weight = float(mask.sum())
+        total += float(share.detach()) / dp
+        clip += float(out.clip_fraction) * weight
+        ratio += float(out.ratio_mean) * weight
+    local_tokens = max(float(batch.loss_mask.sum()), 1.0)
+    return UpdateStats(
+        loss=total,
+        clip_fraction=clip / local_tokens,
+        ratio_mean=ratio / local_tokens,
+        kl=kl_sum / local_tokens,
+        tokens=int(batch.loss_mask.sum()),
+        grad_norm=engine.grad_norm(),
+    )

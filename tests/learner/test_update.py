@@ -1,0 +1,138 @@
+"""The update step: it raises the log-probs of positively-advantaged responses, and it does not depend on the
+micro-batch size or the number of data-parallel workers."""
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from medix_ray.config import AlgorithmConfig
+from medix_ray.learner.batch import build_batch
+from medix_ray.learner.logprobs import batch_logprobs
+from medix_ray.learner.update import TorchEngine, minibatch_update
+
+
+def tiny_lm(seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def fixed_batch(model, advantages=(1.0, -0.5, 0.8, -1.2, 0.3, 0.6)):
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [3, 5, 2, 4, 6, 3]]
+    responses = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [4, 1, 6, 2, 3, 5]]
+    batch = build_batch(prompts, responses, list(advantages), pad_id=0)
+    batch.old_logp = batch_logprobs(model.eval(), batch, micro_batch_size=6)
+    model.train()
+    return batch
+
+
+def test_positive_advantages_raise_the_responses_logprobs():
+    model = tiny_lm()
+    batch = fixed_batch(model, advantages=[1.0] * 6)
+    before = (batch.old_logp * batch.loss_mask).sum()
+    engine = TorchEngine(model, lr=1e-2, micro_per_step=3)
+    stats = minibatch_update(engine, batch, AlgorithmConfig(), micro_batch_size=2)
+    after = (batch_logprobs(model.eval(), batch, 6) * batch.loss_mask).sum()
+    assert after > before
+    assert stats.tokens == batch.response_tokens and stats.loss < 0 and stats.grad_norm > 0
+    assert stats.ratio_mean == pytest.approx(1.0, abs=1e-5)  # first pass: the policy is still the old one
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+NEVER = 10**9  # micro_per_step that never reaches the optimizer: the accumulated gradient is compared
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+def test_micro_batch_size_does_not_change_the_gradient(mode):
+    # Gradients, not AdamW's update: Adam divides near-zero gradients and would amplify float noise.
+    algo = AlgorithmConfig(loss_agg=mode)
+    grads = []
+    for micro in (1, 2, 6):
+        model = tiny_lm()
+        minibatch_update(
+            TorchEngine(model, micro_per_step=NEVER), fixed_batch(model), algo, micro_batch_size=micro, norm_length=8
+        )
+        grads.append(_grads(model))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-7, rtol=1e-4)
+    assert torch.allclose(grads[0], grads[2], atol=1e-7, rtol=1e-4)
+
+
+def test_one_step_moves_the_parameters():
+    model = tiny_lm()
+    minibatch_update(
+        TorchEngine(model, lr=1e-3, micro_per_step=3), fixed_batch(model), AlgorithmConfig(), micro_batch_size=2
+    )
+    moved = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert not torch.allclose(moved, torch.cat([p.detach().flatten() for p in tiny_lm().parameters()]))
+
+
+def _dp_worker(rank, world, port, out_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = tiny_lm()
+    batch = fixed_batch(model)
+    half = batch.select(rank * 3, rank * 3 + 3)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+
+    class DDPEngine(TorchEngine):
+        def __init__(self):
+            super().__init__(model, micro_per_step=NEVER)
+            self.module = ddp
+
+    minibatch_update(DDPEngine(), half, AlgorithmConfig(), micro_batch_size=1)
+    if rank == 0:
+        torch.save(_grads(model), out_path)  # DDP has averaged the two ranks' gradients
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+def test_two_data_parallel_workers_give_the_single_process_gradient(tmp_path):
+    model = tiny_lm()
+    batch = fixed_batch(model)
+    minibatch_update(TorchEngine(model, micro_per_step=NEVER), batch, AlgorithmConfig(), micro_batch_size=3)
+    single = _grads(model)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_dp_worker, args=(2, port, str(tmp_path / "p.pt")), nprocs=2, join=True)
+    assert torch.allclose(single, torch.load(tmp_path / "p.pt"), atol=1e-7, rtol=1e-4)
+
+
+def test_update_requires_old_logprobs():
+    model = tiny_lm()
+    batch = build_batch([[1]], [[2, 3]], [1.0], pad_id=0)
+    with pytest.raises(ValueError, match="no old_logp"):
+        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(), micro_batch_size=1)
+    batch.old_logp = torch.zeros_like(batch.loss_mask)
+    with pytest.raises(ValueError, match="kl_coef"):
+        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=1)
+
+
+def test_kl_term_is_reported_and_pulls_toward_the_reference():
+    model = tiny_lm()
+    batch = fixed_batch(model)
+    batch.ref_logp = batch.old_logp - 0.5  # a reference that disagrees with the policy
+    stats = minibatch_update(TorchEngine(copy.deepcopy(model)), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=3)
+    assert stats.kl > 0
