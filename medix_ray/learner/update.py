@@ -134,7 +134,7 @@ def minibatch_update(
         if algo.kl_coef > 0:
             kl = kl_penalty(logp, micro.ref_logp, algo.kl_estimator) * mask
             token_loss = token_loss + algo.kl_coef * kl
-            kl_sum += float(kl.sum())
+            kl_sum += float(kl.detach().sum())
         share = aggregate_loss(
             token_loss,
             mask,

@@ -1,7 +1,6 @@
 """The update step: it raises the log-probs of positively-advantaged responses, and it does not depend on the
 micro-batch size or the number of data-parallel workers."""
 
-import copy
 import os
 
 import pytest
@@ -130,9 +129,13 @@ def test_update_requires_old_logprobs():
         minibatch_update(TorchEngine(model), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=1)
 
 
-def test_kl_term_is_reported_and_pulls_toward_the_reference():
+def test_kl_term_pulls_the_policy_toward_the_reference():
     model = tiny_lm()
-    batch = fixed_batch(model)
-    batch.ref_logp = batch.old_logp - 0.5  # a reference that disagrees with the policy
-    stats = minibatch_update(TorchEngine(copy.deepcopy(model)), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=3)
+    batch = fixed_batch(model, advantages=[0.0] * 6)  # no policy-gradient signal: only the KL acts
+    batch.ref_logp = batch.old_logp - 0.5  # a reference that gives these tokens less probability
+    stats = minibatch_update(
+        TorchEngine(model, lr=1e-2, micro_per_step=2), batch, AlgorithmConfig(kl_coef=1.0), micro_batch_size=3
+    )
     assert stats.kl > 0
+    after = batch_logprobs(model.eval(), batch, 6)
+    assert (after * batch.loss_mask).sum() < (batch.old_logp * batch.loss_mask).sum()
