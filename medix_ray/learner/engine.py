@@ -1,8 +1,10 @@
 """The DeepSpeed engine of a learner rank, behind the `TrainEngine` interface of `update.py`.
 
-ZeRO-2 or ZeRO-3; bf16 on GPU, fp32 on CPU; the optimizer steps once per mini-batch
-(`gradient_accumulation_steps` = micro-batches per mini-batch), and the loss is not divided by
-that count again: `minibatch_update` already gives each micro-batch its exact share.
+ZeRO-2 or ZeRO-3; bf16 on GPU, fp32 on CPU. The optimizer steps once per mini-batch, whatever
+its size: `minibatch_update` marks the last micro-batch as the gradient-accumulation boundary
+(DeepSpeed's fixed `gradient_accumulation_steps` could not follow dynamic-sampling batch sizes),
+and the loss is not divided by a micro-batch count again, since each micro-batch already
+carries its exact share.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from medix_ray.config import LearnerConfig
 logger = logging.getLogger(__name__)
 
 
-def deepspeed_config(cfg: LearnerConfig, micro_per_step: int, on_gpu: bool) -> dict[str, Any]:
+def deepspeed_config(cfg: LearnerConfig, on_gpu: bool) -> dict[str, Any]:
     """Returns the DeepSpeed config of a learner rank."""
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": micro_per_step,
+        "gradient_accumulation_steps": 1,  # the boundary is set per backward instead
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": on_gpu},
@@ -45,7 +47,7 @@ def deepspeed_config(cfg: LearnerConfig, micro_per_step: int, on_gpu: bool) -> d
 class DeepSpeedTrainEngine:
     """A DeepSpeed engine seen as a `TrainEngine`."""
 
-    def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, micro_per_step: int):
+    def __init__(self, model: torch.nn.Module, cfg: LearnerConfig):
         import deepspeed
 
         on_gpu = torch.cuda.is_available()
@@ -66,7 +68,7 @@ class DeepSpeedTrainEngine:
             model=model,
             model_parameters=params,
             optimizer=optimizer,
-            config=deepspeed_config(cfg, micro_per_step, on_gpu),
+            config=deepspeed_config(cfg, on_gpu),
         )
         # Forward goes through the engine, not engine.module: DeepSpeed's forward registers the backward
         # hooks ZeRO-3 needs to reduce gradients correctly (through the bare module a quarter of the
@@ -74,7 +76,8 @@ class DeepSpeedTrainEngine:
         self.module = self.engine
         self.model = self.engine.module
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        self.engine.set_gradient_accumulation_boundary(boundary)
         self.engine.backward(loss, scale_wrt_gas=False)
 
     def step(self) -> None:

@@ -24,17 +24,19 @@ from medix_ray.learner.logprobs import forward_logprobs
 class TrainEngine(Protocol):
     module: torch.nn.Module
 
-    def backward(self, loss: torch.Tensor) -> None: ...
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        """Accumulates gradients; `boundary` marks the last micro-batch of a mini-batch."""
+        ...
 
     def step(self) -> None:
-        """Called after every micro-batch; applies the optimizer at the end of a mini-batch."""
+        """Called after every micro-batch; applies the optimizer after a boundary backward."""
         ...
 
     def grad_norm(self) -> float | None: ...
 
 
 class TorchEngine:
-    """A plain model + AdamW, stepping every `micro_per_step` micro-batches (the engine of tests and baselines)."""
+    """A plain model + AdamW (the engine of tests and of the single-process baseline)."""
 
     def __init__(
         self,
@@ -43,21 +45,21 @@ class TorchEngine:
         betas=(0.9, 0.999),
         weight_decay: float = 0.01,
         grad_clip: float = 1.0,
-        micro_per_step: int = 1,
+        step_optimizer: bool = True,
     ):
         self.module = model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.grad_clip = grad_clip
-        self.micro_per_step = micro_per_step
-        self._micro = 0
+        self.step_optimizer = step_optimizer  # False: gradients accumulate and are never applied (tests)
+        self._boundary = False
         self._last_norm: float | None = None
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
         loss.backward()
+        self._boundary = boundary
 
     def step(self) -> None:
-        self._micro += 1
-        if self._micro % self.micro_per_step:
+        if not (self._boundary and self.step_optimizer):
             return
         self._last_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip))
         self.optimizer.step()
@@ -113,7 +115,7 @@ def minibatch_update(
     dp = _dp_size()
     total = clip = ratio = kl_sum = 0.0
     micros = batch.micro_batches(micro_batch_size)
-    for micro in micros:
+    for index, micro in enumerate(micros):
         logp = forward_logprobs(engine.module, micro, temperature)
         mask = micro.loss_mask
         if algo.name == "gspo":
@@ -144,7 +146,7 @@ def minibatch_update(
             norm_length=norm_length,
             dp_size=dp,
         )
-        engine.backward(share)
+        engine.backward(share, boundary=index == len(micros) - 1)
         engine.step()
         weight = float(mask.sum())
         total += float(share.detach()) / dp

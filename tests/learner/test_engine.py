@@ -40,7 +40,7 @@ def _rank(rank, world, port, stage, out_dir):
     model = tiny_lm()
     batch = fixed_batch(model)
     mine = batch.select(rank * 3, rank * 3 + 3)
-    engine = DeepSpeedTrainEngine(model, cfg, micro_per_step=3)
+    engine = DeepSpeedTrainEngine(model, cfg)
     minibatch_update(engine, mine, AlgorithmConfig(), micro_batch_size=1)
     with deepspeed.zero.GatheredParameters(list(engine.model.parameters()), enabled=stage == 3):
         if rank == 0:
@@ -48,7 +48,7 @@ def _rank(rank, world, port, stage, out_dir):
     engine.save(f"{out_dir}/ckpt", {"step": 1})
     second = minibatch_update(engine, mine, AlgorithmConfig(), micro_batch_size=1)
     # A fresh engine resumed from the checkpoint must take the same second step.
-    resumed = DeepSpeedTrainEngine(tiny_lm(seed=5), cfg, micro_per_step=3)
+    resumed = DeepSpeedTrainEngine(tiny_lm(seed=5), cfg)
     state = resumed.load(f"{out_dir}/ckpt")
     again = minibatch_update(resumed, mine, AlgorithmConfig(), micro_batch_size=1)
     if rank == 0:
@@ -62,9 +62,7 @@ def test_two_deepspeed_ranks_match_one_plain_process_and_resume_exactly(stage, t
     from medix_ray.learner.update import TorchEngine, minibatch_update
 
     model = tiny_lm()
-    minibatch_update(
-        TorchEngine(model, lr=LR, micro_per_step=2), fixed_batch(model), AlgorithmConfig(), micro_batch_size=3
-    )
+    minibatch_update(TorchEngine(model, lr=LR), fixed_batch(model), AlgorithmConfig(), micro_batch_size=3)
     mp.spawn(_rank, args=(2, _port(), stage, str(tmp_path)), nprocs=2, join=True)
     ds_params = torch.load(tmp_path / "after_step1.pt")
     assert torch.allclose(_flat(model), ds_params, atol=2e-5)

@@ -44,7 +44,7 @@ def test_positive_advantages_raise_the_responses_logprobs():
     model = tiny_lm()
     batch = fixed_batch(model, advantages=[1.0] * 6)
     before = (batch.old_logp * batch.loss_mask).sum()
-    engine = TorchEngine(model, lr=1e-2, micro_per_step=3)
+    engine = TorchEngine(model, lr=1e-2)
     stats = minibatch_update(engine, batch, AlgorithmConfig(), micro_batch_size=2)
     after = (batch_logprobs(model.eval(), batch, 6) * batch.loss_mask).sum()
     assert after > before
@@ -56,9 +56,6 @@ def _grads(model):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-NEVER = 10**9  # micro_per_step that never reaches the optimizer: the accumulated gradient is compared
-
-
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
 def test_micro_batch_size_does_not_change_the_gradient(mode):
     # Gradients, not AdamW's update: Adam divides near-zero gradients and would amplify float noise.
@@ -67,7 +64,7 @@ def test_micro_batch_size_does_not_change_the_gradient(mode):
     for micro in (1, 2, 6):
         model = tiny_lm()
         minibatch_update(
-            TorchEngine(model, micro_per_step=NEVER), fixed_batch(model), algo, micro_batch_size=micro, norm_length=8
+            TorchEngine(model, step_optimizer=False), fixed_batch(model), algo, micro_batch_size=micro, norm_length=8
         )
         grads.append(_grads(model))
     assert grads[0].abs().sum() > 0
@@ -77,9 +74,7 @@ def test_micro_batch_size_does_not_change_the_gradient(mode):
 
 def test_one_step_moves_the_parameters():
     model = tiny_lm()
-    minibatch_update(
-        TorchEngine(model, lr=1e-3, micro_per_step=3), fixed_batch(model), AlgorithmConfig(), micro_batch_size=2
-    )
+    minibatch_update(TorchEngine(model, lr=1e-3), fixed_batch(model), AlgorithmConfig(), micro_batch_size=2)
     moved = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert not torch.allclose(moved, torch.cat([p.detach().flatten() for p in tiny_lm().parameters()]))
 
@@ -95,7 +90,7 @@ def _dp_worker(rank, world, port, out_path):
 
     class DDPEngine(TorchEngine):
         def __init__(self):
-            super().__init__(model, micro_per_step=NEVER)
+            super().__init__(model, step_optimizer=False)
             self.module = ddp
 
     minibatch_update(DDPEngine(), half, AlgorithmConfig(), micro_batch_size=1)
@@ -108,7 +103,7 @@ def _dp_worker(rank, world, port, out_path):
 def test_two_data_parallel_workers_give_the_single_process_gradient(tmp_path):
     model = tiny_lm()
     batch = fixed_batch(model)
-    minibatch_update(TorchEngine(model, micro_per_step=NEVER), batch, AlgorithmConfig(), micro_batch_size=3)
+    minibatch_update(TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), micro_batch_size=3)
     single = _grads(model)
     import socket
 
@@ -133,9 +128,7 @@ def test_kl_term_pulls_the_policy_toward_the_reference():
     model = tiny_lm()
     batch = fixed_batch(model, advantages=[0.0] * 6)  # no policy-gradient signal: only the KL acts
     batch.ref_logp = batch.old_logp - 0.5  # a reference that gives these tokens less probability
-    stats = minibatch_update(
-        TorchEngine(model, lr=1e-2, micro_per_step=2), batch, AlgorithmConfig(kl_coef=1.0), micro_batch_size=3
-    )
+    stats = minibatch_update(TorchEngine(model, lr=1e-2), batch, AlgorithmConfig(kl_coef=1.0), micro_batch_size=3)
     assert stats.kl > 0
     after = batch_logprobs(model.eval(), batch, 6)
     assert (after * batch.loss_mask).sum() < (batch.old_logp * batch.loss_mask).sum()

@@ -1,0 +1,364 @@
+"""The learner group: Ray Train TorchTrainer workers running DeepSpeed, driven by the controller.
+
+Ray Train runs a training *function* on each worker; the controller needs *methods* (log-probs,
+update, save, gather weights). A small command board actor bridges the two: the controller
+posts a command with one payload per rank, every rank runs it (so collectives such as
+`ray.train.report` and ZeRO gathers stay in step), and the controller collects the replies.
+
+    group = LearnerGroup("smollm2-135m-instruct", cfg.learner, cfg.algorithm, storage_path="/tmp/runs", name="run1")
+    group.start()                        # resumes from the run's latest checkpoint if there is one
+    batch.old_logp = group.compute_logprobs(batch)
+    stats = group.update(batch)          # cfg.learner.mini_batches_per_step optimizer steps
+    group.save_checkpoint(step=1)
+    weights = group.state_dict()         # full parameters from rank 0, for weight sync
+    group.shutdown()
+
+Rows are split across ranks per mini-batch, so each mini-batch's optimizer step sees all of its
+rows; the loss is aggregated over the whole mini-batch on every rank (update.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from medix_ray.config import AlgorithmConfig, LearnerConfig
+from medix_ray.learner.batch import PolicyBatch
+
+logger = logging.getLogger(__name__)
+
+
+def _board_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class CommandBoard:
+        """Holds the current command and the ranks' replies (an async actor: waits do not block)."""
+
+        def __init__(self, world: int):
+            self.world = world
+            self.command: tuple[int, str, list[Any]] | None = None
+            self.replies: dict[int, dict[int, Any]] = {}
+            self.changed = asyncio.Event()
+
+        async def post(self, cmd_id: int, name: str, payloads: list[Any]) -> None:
+            self.command = (cmd_id, name, payloads)
+            self.replies[cmd_id] = {}
+            self.changed.set()
+
+        async def fetch(self, rank: int, after: int) -> tuple[int, str, Any]:
+            while self.command is None or self.command[0] <= after:
+                self.changed.clear()
+                await self.changed.wait()
+            cmd_id, name, payloads = self.command
+            return cmd_id, name, payloads[rank] if payloads else None
+
+        async def reply(self, rank: int, cmd_id: int, result: Any) -> None:
+            self.replies.setdefault(cmd_id, {})[rank] = result
+            self.changed.set()
+
+        async def collect(self, cmd_id: int, timeout_s: float) -> list[Any] | None:
+            deadline = time.monotonic() + timeout_s
+            while len(self.replies.get(cmd_id, {})) < self.world:
+                self.changed.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
+                except TimeoutError:
+                    pass
+            replies = self.replies.pop(cmd_id)
+            return [replies[r] for r in range(self.world)]
+
+    return CommandBoard
+
+
+class LearnerError(RuntimeError):
+    """A learner rank failed or did not answer; the message says which command and why."""
+
+
+def _load_model(model_path: str, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(model_path)
+    cls = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
+    return cls.from_pretrained(model_path, dtype=dtype)
+
+
+def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
+    """Returns the full parameters as CPU tensors (ZeRO-3 shards gathered; every rank must call it)."""
+    import deepspeed
+
+    model = engine.model
+    stage3 = engine.engine.zero_optimization_stage() == 3
+    state: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        with deepspeed.zero.GatheredParameters([param], enabled=stage3):
+            state[name] = param.detach().to("cpu", copy=True)
+    for name, buf in model.named_buffers():
+        state.setdefault(name, buf.detach().to("cpu", copy=True))
+    return state
+
+
+def learner_loop(config: dict[str, Any]) -> None:
+    """The Ray Train worker function: builds the DeepSpeed engine, then serves the board's commands."""
+    import deepspeed
+    import ray
+    import ray.train
+
+    from medix_ray.learner.engine import DeepSpeedTrainEngine
+    from medix_ray.learner.logprobs import batch_logprobs
+    from medix_ray.learner.update import minibatch_update
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    on_gpu = torch.cuda.is_available()
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    learner_cfg: LearnerConfig = config["learner"]
+    algo: AlgorithmConfig = config["algorithm"]
+    board = ray.get_actor(config["board"], namespace=config["namespace"])
+    model = _load_model(config["model_path"], torch.bfloat16 if on_gpu else torch.float32)
+    engine = DeepSpeedTrainEngine(model, learner_cfg)
+    state: dict[str, Any] = {"step": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = engine.load(directory)
+        logger.info("rank %d resumed from step %s", rank, state.get("step"))
+    ray.get(board.reply.remote(rank, 0, {"ready": True, "state": state}))
+    last = 0
+    while True:
+        cmd_id, name, payload = ray.get(board.fetch.remote(rank, last))
+        last = cmd_id
+        try:
+            if name == "stop":
+                ray.get(board.reply.remote(rank, cmd_id, None))
+                return
+            if name == "logprobs":
+                shard: PolicyBatch = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                result: Any = (
+                    batch_logprobs(engine.module, shard, learner_cfg.micro_batch_size, config["temperature"])
+                    if shard.size
+                    else None
+                )
+            elif name == "update":
+                shard = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                per_mini = shard.size // learner_cfg.mini_batches_per_step
+                result = [
+                    asdict(
+                        minibatch_update(
+                            engine,
+                            shard.select(k * per_mini, (k + 1) * per_mini),
+                            algo,
+                            micro_batch_size=learner_cfg.micro_batch_size,
+                            norm_length=config["norm_length"],
+                            temperature=config["temperature"],
+                        )
+                    )
+                    for k in range(learner_cfg.mini_batches_per_step)
+                ]
+            elif name == "save":
+                with tempfile.TemporaryDirectory() as directory:
+                    engine.save(directory, payload)
+                    ray.train.report(
+                        {"step": payload.get("step", 0)}, checkpoint=ray.train.Checkpoint.from_directory(directory)
+                    )
+                result = True
+            elif name == "state_dict":
+                full = _gathered_state_dict(engine)
+                result = ray.put(full) if rank == 0 else None
+            else:
+                raise ValueError(f"unknown learner command {name!r}")
+        except Exception as exc:  # reported to the controller, which raises it with the rank
+            logger.exception("learner rank %d failed on %s", rank, name)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        ray.get(board.reply.remote(rank, cmd_id, result))
+
+
+class LearnerGroup:
+    """The controller's handle on the learner workers."""
+
+    def __init__(
+        self,
+        model: str,
+        learner_cfg: LearnerConfig,
+        algo_cfg: AlgorithmConfig,
+        *,
+        storage_path: str,
+        name: str,
+        temperature: float = 1.0,
+        norm_length: int | None = None,
+        timeout_s: float = 1800.0,
+    ):
+        from medix_ray.models import resolve_model
+
+        self.model_path = resolve_model(model)
+        self.learner_cfg = learner_cfg
+        self.algo_cfg = algo_cfg
+        self.storage_path = storage_path
+        self.name = name
+        self.temperature = temperature
+        self.norm_length = norm_length
+        self.timeout_s = timeout_s
+        self.world = learner_cfg.num_workers
+        self._cmd = 0
+        self._thread: threading.Thread | None = None
+        self._fit_error: BaseException | None = None
+        self.resumed_state: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Starts the workers (resuming from the run's latest checkpoint); returns the resumed client state."""
+        import ray
+        from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        namespace = ray.get_runtime_context().namespace
+        board_name = f"medix-learner-board-{uuid.uuid4().hex[:8]}"
+        self._board = _board_class().options(name=board_name, namespace=namespace).remote(self.world)
+        use_gpu = self.learner_cfg.use_gpu
+        trainer = TorchTrainer(
+            learner_loop,
+            train_loop_config={
+                "learner": self.learner_cfg,
+                "algorithm": self.algo_cfg,
+                "model_path": self.model_path,
+                "board": board_name,
+                "namespace": namespace,
+                "temperature": self.temperature,
+                "norm_length": self.norm_length,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=self.world, use_gpu=use_gpu, resources_per_worker={"CPU": self.learner_cfg.cpus_per_worker}
+            ),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            run_config=RunConfig(
+                name=self.name, storage_path=self.storage_path, checkpoint_config=CheckpointConfig(num_to_keep=2)
+            ),
+        )
+
+        def fit() -> None:
+            try:
+                trainer.fit()
+            except BaseException as exc:  # surfaced by the next command instead of dying in a thread
+                self._fit_error = exc
+
+        self._thread = threading.Thread(target=fit, name="medix-learner-fit", daemon=True)
+        self._thread.start()
+        ready = self._collect(0, "start")
+        self.resumed_state = ready[0]["state"]
+        return self.resumed_state
+
+    def shutdown(self) -> None:
+        if self._thread is None:
+            return
+        self._command("stop", None)
+        self._thread.join(timeout=120)
+        self._thread = None
+
+    # -- commands -------------------------------------------------------------------------
+    def _collect(self, cmd_id: int, name: str) -> list[Any]:
+        import ray
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            if self._fit_error is not None:
+                raise LearnerError(f"learner workers failed during '{name}': {self._fit_error}") from self._fit_error
+            replies = ray.get(self._board.collect.remote(cmd_id, 5.0))
+            if replies is not None:
+                break
+            if time.monotonic() > deadline:
+                raise LearnerError(f"learner command '{name}' got no answer from all ranks in {self.timeout_s:.0f} s")
+        for rank, r in enumerate(replies):
+            if isinstance(r, dict) and "error" in r:
+                raise LearnerError(f"learner rank {rank} failed on '{name}': {r['error']}")
+        return replies
+
+    def _command(self, name: str, payloads: list[Any] | None) -> list[Any]:
+        import ray
+
+        self._cmd += 1
+        ray.get(self._board.post.remote(self._cmd, name, payloads or []))
+        return self._collect(self._cmd, name)
+
+    def _shards(self, batch: PolicyBatch, groups: int) -> list[Any]:
+        """Returns one object ref per rank: each rank gets an equal slice of every one of `groups` chunks."""
+        import ray
+
+        rows_per_group = batch.size // groups
+        if batch.size % groups or rows_per_group % self.world:
+            raise ValueError(
+                f"batch of {batch.size} rows cannot be split into {groups} mini-batches over "
+                f"{self.world} learner ranks evenly; use a multiple of {groups * self.world}"
+            )
+        per_rank = rows_per_group // self.world
+        shards = []
+        for rank in range(self.world):
+            parts = [
+                batch.select(g * rows_per_group + rank * per_rank, g * rows_per_group + (rank + 1) * per_rank)
+                for g in range(groups)
+            ]
+            shards.append(ray.put(_concat(parts)))
+        return shards
+
+    def compute_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
+        """Returns the current policy's token log-probs of the batch, `[N, T - 1]`."""
+        parts = self._command("logprobs", self._shards(batch, 1))
+        out = torch.zeros_like(batch.loss_mask)
+        start = 0
+        for part in parts:
+            out[start : start + part.shape[0], : part.shape[1]] = part
+            start += part.shape[0]
+        return out
+
+    def update(self, batch: PolicyBatch) -> list[dict[str, Any]]:
+        """Applies `learner.mini_batches_per_step` optimizer steps; returns rank 0's metrics per mini-batch."""
+        k = self.learner_cfg.mini_batches_per_step
+        return self._command("update", self._shards(batch, k))[0]
+
+    def save_checkpoint(self, **client_state: Any) -> None:
+        """Writes a Ray Train checkpoint of every rank's shard (model, optimizer, scheduler, client state)."""
+        self._command("save", [client_state] * self.world)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Returns the full policy parameters (gathered from ZeRO shards) as CPU tensors."""
+        import ray
+
+        return ray.get(self._command("state_dict", None)[0])
+
+
+def _concat(parts: list[PolicyBatch]) -> PolicyBatch:
+    """Returns the rows of several batches as one (right-padded to the widest)."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.input_ids.shape[1] for p in parts)
+
+    def pad(t: torch.Tensor | None, w: int, value: float = 0) -> torch.Tensor | None:
+        return None if t is None else torch.nn.functional.pad(t, (0, w - t.shape[1]), value=value)
+
+    first = parts[0]
+    return PolicyBatch(
+        input_ids=torch.cat([pad(p.input_ids, width) for p in parts]),
+        attention_mask=torch.cat([pad(p.attention_mask, width) for p in parts]),
+        loss_mask=torch.cat([pad(p.loss_mask, width - 1) for p in parts]),
+        advantages=torch.cat([p.advantages for p in parts]),
+        old_logp=None if first.old_logp is None else torch.cat([pad(p.old_logp, width - 1) for p in parts]),
+        ref_logp=None if first.ref_logp is None else torch.cat([pad(p.ref_logp, width - 1) for p in parts]),
+        pixel_values=None
+        if first.pixel_values is None
+        else torch.cat([p.pixel_values for p in parts if p.pixel_values is not None]),
+        image_grid_thw=None
+        if first.image_grid_thw is None
+        else torch.cat([p.image_grid_thw for p in parts if p.image_grid_thw is not None]),
+        images_per_row=[n for p in parts for n in p.images_per_row],
+        extra={k: torch.cat([pad(p.extra[k], width) for p in parts]) for k in first.extra},
+    )
