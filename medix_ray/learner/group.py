@@ -175,7 +175,8 @@ def learner_loop(config: dict[str, Any]) -> None:
                 result = True
             elif name == "state_dict":
                 full = _gathered_state_dict(engine)
-                result = ray.put(full) if rank == 0 else None
+                # In a list: a bare ObjectRef argument would be resolved, copying the weights through the board.
+                result = [ray.put(full)] if rank == 0 else None
             else:
                 raise ValueError(f"unknown learner command {name!r}")
         except Exception as exc:  # reported to the controller, which raises it with the rank
@@ -333,7 +334,7 @@ class LearnerGroup:
         """Returns the full policy parameters (gathered from ZeRO shards) as CPU tensors."""
         import ray
 
-        return ray.get(self._command("state_dict", None)[0])
+        return ray.get(self._command("state_dict", None)[0][0])
 
 
 def _concat(parts: list[PolicyBatch]) -> PolicyBatch:

@@ -1,0 +1,74 @@
+"""The learner group through Ray Train: 2 CPU workers, DeepSpeed ZeRO-2, commanded by the controller."""
+
+import pytest
+import torch
+
+from medix_ray.config import AlgorithmConfig, LearnerConfig
+from medix_ray.learner.group import LearnerError, LearnerGroup
+from medix_ray.learner.logprobs import batch_logprobs
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from test_update import tiny_lm
+
+    path = tmp_path_factory.mktemp("tiny_lm")
+    tiny_lm().save_pretrained(path)
+    return str(path)
+
+
+def _batch(model_dir, n=8):
+    from transformers import AutoModelForCausalLM
+
+    from medix_ray.learner.batch import build_batch
+
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(1, 64, (int(k),), generator=g).tolist() for k in torch.randint(2, 6, (n,), generator=g)]
+    responses = [torch.randint(1, 64, (int(k),), generator=g).tolist() for k in torch.randint(1, 6, (n,), generator=g)]
+    batch = build_batch(prompts, responses, [1.0] * n, pad_id=0)
+    reference = batch_logprobs(AutoModelForCausalLM.from_pretrained(model_dir).eval(), batch, 8)
+    return batch, reference
+
+
+def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir, tmp_path):
+    cfg = LearnerConfig(
+        num_workers=2, zero_stage=2, lr=1e-2, micro_batch_size=1, mini_batches_per_step=2, cpus_per_worker=1
+    )
+    batch, reference = _batch(tiny_model_dir)
+    group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g1")
+    assert group.start() == {"step": 0}
+    try:
+        old = group.compute_logprobs(batch)
+        assert torch.allclose(old, reference, atol=1e-5)  # the ranks' shards come back in row order
+        batch.old_logp = old
+        stats = group.update(batch)
+        assert len(stats) == 2 and all(s["tokens"] > 0 for s in stats)
+        new = group.compute_logprobs(batch)
+        assert (new * batch.loss_mask).sum() > (old * batch.loss_mask).sum()  # positive advantages rise
+        group.save_checkpoint(step=1)
+        weights = group.state_dict()
+        assert "lm_head.weight" in weights and weights["lm_head.weight"].shape == (64, 32)
+        with pytest.raises(ValueError, match="cannot be split"):
+            group.update(batch.select(0, 7))
+    finally:
+        group.shutdown()
+    resumed = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g1")
+    assert resumed.start()["step"] == 1
+    try:
+        assert torch.allclose(resumed.compute_logprobs(batch), new, atol=1e-5)
+    finally:
+        resumed.shutdown()
+
+
+def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir, tmp_path):
+    cfg = LearnerConfig(num_workers=2, zero_stage=2, micro_batch_size=1, mini_batches_per_step=1, cpus_per_worker=1)
+    batch, _ = _batch(tiny_model_dir, n=2)  # no old_logp: the update must fail on every rank
+    group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g2")
+    group.start()
+    try:
+        with pytest.raises(LearnerError, match=r"rank 0 failed on 'update': ValueError: the batch has no old_logp"):
+            group.update(batch)
+    finally:
+        group.shutdown()
