@@ -7,6 +7,7 @@
     medix-ray data preview --config configs/tiny_vlm_cpu.yaml --limit 2
     medix-ray generate --config configs/tiny_cpu.yaml --limit 8 --out runs/demo/generations.jsonl
     medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
+    medix-ray export runs/tiny_cpu/checkpoint_<time> runs/tiny_cpu/hf
 
 Every command that takes `--config` also takes `key=value` overrides after its options.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
 from medix_ray.data.readers import DataSourceError
 from medix_ray.data.schema import SampleError
+from medix_ray.learner.export import CheckpointError
 from medix_ray.models import ModelUnavailableError
 from medix_ray.rewards.http_client import RewardServiceError
 from medix_ray.rewards.judge import JudgeUnavailableError
@@ -250,6 +252,17 @@ def cmd_serve_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from medix_ray.learner.export import export_checkpoint
+
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    out = export_checkpoint(args.checkpoint, args.out_dir, base_model=args.base_model, dtype=dtype)
+    print(f"exported {args.checkpoint} to {out} (loads with transformers' from_pretrained and vLLM)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medix-ray", description="Ray-native medical RL for vision-language models")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -294,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(score)
     score.set_defaults(func=cmd_score)
 
+    exp = sub.add_parser("export", help="write a learner checkpoint as a Hugging Face model folder")
+    exp.add_argument("checkpoint", type=Path, help="a checkpoint_* folder of a training run")
+    exp.add_argument("out_dir", type=Path)
+    exp.add_argument("--base-model", default=None, help="override the base model recorded in the checkpoint")
+    exp.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    exp.set_defaults(func=cmd_export)
+
     srv = sub.add_parser("serve-rewards", help="run the reward service (Ray Serve) until Ctrl-C")
     srv.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _add_config_args(srv)
@@ -315,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         RewardInputError,
         JudgeUnavailableError,
         RewardServiceError,
+        CheckpointError,
     ) as exc:
         print(f"medix-ray: error: {exc}", file=sys.stderr)
         return 2

@@ -60,3 +60,9 @@ def test_data_validate_on_a_bad_file_names_the_sample(tmp_path):
     out = run("data", "validate", f"data.train={bad}", "data.on_bad_sample=skip", "--split", "train", "--strict")
     assert out.returncode == 1
     assert "skipped 1" in out.stdout and "skipped for solution: 1" in out.stdout
+
+
+def test_export_of_a_folder_that_is_not_a_checkpoint_is_named(tmp_path):
+    out = run("export", str(tmp_path), str(tmp_path / "hf"))
+    assert out.returncode == 2
+    assert f"{tmp_path} is not a learner checkpoint" in out.stderr and "Traceback" not in out.stderr

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -327,8 +328,17 @@ class LearnerGroup:
         return self._command("update", self._shards(batch, k))[0]
 
     def save_checkpoint(self, **client_state: Any) -> None:
-        """Writes a Ray Train checkpoint of every rank's shard (model, optimizer, scheduler, client state)."""
-        self._command("save", [client_state] * self.world)
+        """Writes a Ray Train checkpoint of every rank's shard (model, optimizer, scheduler, client state).
+
+        The client state also records the base model, so that `medix-ray export` needs nothing else.
+        """
+        self._command("save", [{"model_path": self.model_path, **client_state}] * self.world)
+
+    def latest_checkpoint(self) -> Path | None:
+        """Returns the newest checkpoint folder of this run (Ray Train names them checkpoint_<time>)."""
+        run_dir = Path(self.storage_path) / self.name
+        found = sorted((p for p in run_dir.glob("checkpoint_*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        return found[-1] if found else None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Returns the full policy parameters (gathered from ZeRO shards) as CPU tensors."""

@@ -11,11 +11,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from test_update import tiny_lm
+def tiny_model_dir(tmp_path_factory, smollm2_path):
+    """A tiny random Llama with SmolLM2's tokenizer (head_dim 32, as vLLM's CPU attention needs)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     path = tmp_path_factory.mktemp("tiny_lm")
-    tiny_lm().save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(smollm2_path).save_pretrained(path)
     return str(path)
 
 
@@ -49,7 +65,7 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
         assert (new * batch.loss_mask).sum() > (old * batch.loss_mask).sum()  # positive advantages rise
         group.save_checkpoint(step=1)
         weights = group.state_dict()
-        assert "lm_head.weight" in weights and weights["lm_head.weight"].shape == (64, 32)
+        assert weights["model.embed_tokens.weight"].shape == (49152, 64)
         with pytest.raises(ValueError, match="cannot be split"):
             group.update(batch.select(0, 7))
     finally:
@@ -60,6 +76,16 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
         assert torch.allclose(resumed.compute_logprobs(batch), new, atol=1e-5)
     finally:
         resumed.shutdown()
+
+    # The checkpoint exports to a Hugging Face folder with the trained weights.
+    from transformers import AutoModelForCausalLM
+
+    from medix_ray.learner.export import export_checkpoint
+
+    out = export_checkpoint(group.latest_checkpoint(), tmp_path / "hf", dtype=torch.float32)
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert torch.allclose(batch_logprobs(exported, batch, 8), new, atol=1e-4)
+    pytest.exported_dir = str(out)  # reused by the vLLM test below
 
 
 def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir, tmp_path):
@@ -72,3 +98,21 @@ def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir
             group.update(batch)
     finally:
         group.shutdown()
+
+
+def test_exported_checkpoint_generates_in_vllm():
+    from medix_ray.config import RolloutConfig
+    from medix_ray.data.schema import Sample
+    from medix_ray.rollout.vllm_engine import VLLMGenerator
+
+    path = getattr(pytest, "exported_dir", None)
+    if path is None:
+        pytest.fail("the export test did not run first")
+    gen = VLLMGenerator(path, RolloutConfig(n=1, max_tokens=6, max_model_len=512, gpu_memory_utilization=0.3))
+    try:
+        (out,) = gen.generate(
+            [Sample("x", "Which nerve supplies the diaphragm?", "<OTHER> Phrenic nerve")], temperature=0.0
+        )
+        assert out.response_tokens[0] > 0
+    finally:
+        gen.llm.llm_engine.engine_core.shutdown()
