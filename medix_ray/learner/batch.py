@@ -113,3 +113,39 @@ def build_batch(
             old[i, len(p) - 1 : len(seq) - 1] = torch.tensor(old_logp[i], dtype=torch.float32)
     adv = torch.as_tensor(advantages, dtype=torch.float32)
     return PolicyBatch(input_ids, attention, loss_mask, adv, old_logp=old)
+
+
+def build_sample_batch(
+    samples: Sequence,
+    response_ids: Sequence[Sequence[int]],
+    advantages: Sequence[float] | torch.Tensor,
+    renderer,
+    style=None,
+) -> PolicyBatch:
+    """Returns the batch of (sample, response) pairs, prompts encoded by the policy's own tokenizer or
+    processor (images become `pixel_values` / `image_grid_thw`, in row order)."""
+    from medix_ray.data.prompts import PromptStyle, is_multimodal, render_prompt
+
+    style = style or PromptStyle()
+    multimodal = is_multimodal(renderer)
+    prompt_ids, pixel_values, grids, images_per_row = [], [], [], []
+    for sample in samples:
+        text = render_prompt(sample, renderer, style)
+        if multimodal and sample.images:
+            enc = renderer(text=[text], images=sample.load_images(), return_tensors="pt")
+            pixel_values.append(enc["pixel_values"])
+            grids.append(enc["image_grid_thw"])
+            images_per_row.append(len(sample.images))
+        else:
+            tok = renderer.tokenizer if multimodal else renderer
+            enc = {"input_ids": tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]}
+            images_per_row.append(0)
+        prompt_ids.append(enc["input_ids"][0].tolist())
+    tok = renderer.tokenizer if multimodal else renderer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    batch = build_batch(prompt_ids, response_ids, advantages, pad_id)
+    if pixel_values:
+        batch.pixel_values = torch.cat(pixel_values)
+        batch.image_grid_thw = torch.cat(grids)
+        batch.images_per_row = images_per_row
+    return batch
