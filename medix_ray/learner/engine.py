@@ -19,6 +19,14 @@ from medix_ray.config import LearnerConfig
 logger = logging.getLogger(__name__)
 
 
+def check_supported(cfg: LearnerConfig) -> None:
+    """Raises ValueError for learner settings that are declared but not implemented yet."""
+    if cfg.lora_rank > 0:
+        raise ValueError(f"learner.lora_rank={cfg.lora_rank}: LoRA is not supported yet; set learner.lora_rank=0")
+    if cfg.zero_stage not in (2, 3):
+        raise ValueError(f"learner.zero_stage={cfg.zero_stage}: expected 2 or 3")
+
+
 def deepspeed_config(cfg: LearnerConfig, on_gpu: bool) -> dict[str, Any]:
     """Returns the DeepSpeed config of a learner rank."""
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
@@ -50,6 +58,7 @@ class DeepSpeedTrainEngine:
     def __init__(self, model: torch.nn.Module, cfg: LearnerConfig):
         import deepspeed
 
+        check_supported(cfg)
         on_gpu = torch.cuda.is_available()
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()

@@ -201,8 +201,10 @@ class LearnerGroup:
         norm_length: int | None = None,
         timeout_s: float = 1800.0,
     ):
+        from medix_ray.learner.engine import check_supported
         from medix_ray.models import resolve_model
 
+        check_supported(learner_cfg)
         self.model_path = resolve_model(model)
         self.learner_cfg = learner_cfg
         self.algo_cfg = algo_cfg

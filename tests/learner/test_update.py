@@ -132,3 +132,13 @@ def test_kl_term_pulls_the_policy_toward_the_reference():
     assert stats.kl > 0
     after = batch_logprobs(model.eval(), batch, 6)
     assert (after * batch.loss_mask).sum() < (batch.old_logp * batch.loss_mask).sum()
+
+
+def test_unsupported_learner_settings_are_rejected_by_name():
+    from medix_ray.config import LearnerConfig
+    from medix_ray.learner.engine import check_supported
+
+    with pytest.raises(ValueError, match="learner.lora_rank=8: LoRA is not supported yet"):
+        check_supported(LearnerConfig(lora_rank=8))
+    with pytest.raises(ValueError, match="learner.zero_stage=1"):
+        check_supported(LearnerConfig(zero_stage=1))
