@@ -110,6 +110,37 @@ def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
     return state
 
 
+def _save_rng(path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    torch.save(
+        {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        path,
+    )
+
+
+def _restore_rng(path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    if not path.is_file():
+        return
+    rng = torch.load(path, weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def learner_loop(config: dict[str, Any]) -> None:
     """The Ray Train worker function: builds the DeepSpeed engine, then serves the board's commands."""
     import deepspeed
@@ -127,13 +158,17 @@ def learner_loop(config: dict[str, Any]) -> None:
     learner_cfg: LearnerConfig = config["learner"]
     algo: AlgorithmConfig = config["algorithm"]
     board = ray.get_actor(config["board"], namespace=config["namespace"])
-    model = _load_model(config["model_path"], torch.bfloat16 if on_gpu else torch.float32)
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    model = _load_model(config["model_path"], dtype)
     engine = DeepSpeedTrainEngine(model, learner_cfg)
+    # The KL reference is the frozen base policy; a full copy on each rank (not sharded).
+    reference = _load_model(config["model_path"], dtype).eval().requires_grad_(False) if algo.kl_coef > 0 else None
     state: dict[str, Any] = {"step": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = engine.load(directory)
+            _restore_rng(Path(directory) / f"rng_rank{rank}.pt")
         logger.info("rank %d resumed from step %s", rank, state.get("step"))
     ray.get(board.reply.remote(rank, 0, {"ready": True, "state": state}))
     last = 0
@@ -151,6 +186,11 @@ def learner_loop(config: dict[str, Any]) -> None:
                     if shard.size
                     else None
                 )
+            elif name == "ref_logprobs":
+                if reference is None:
+                    raise ValueError("reference log-probs need algorithm.kl_coef > 0 (no reference model loaded)")
+                shard = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                result = batch_logprobs(reference, shard, learner_cfg.micro_batch_size, config["temperature"])
             elif name == "update":
                 shard = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
                 per_mini = shard.size // learner_cfg.mini_batches_per_step
@@ -170,6 +210,7 @@ def learner_loop(config: dict[str, Any]) -> None:
             elif name == "save":
                 with tempfile.TemporaryDirectory() as directory:
                     engine.save(directory, payload)
+                    _save_rng(Path(directory) / f"rng_rank{rank}.pt")
                     ray.train.report(
                         {"step": payload.get("step", 0)}, checkpoint=ray.train.Checkpoint.from_directory(directory)
                     )
@@ -316,13 +357,21 @@ class LearnerGroup:
 
     def compute_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Returns the current policy's token log-probs of the batch, `[N, T - 1]`."""
-        parts = self._command("logprobs", self._shards(batch, 1))
+        return self._gather_rows(batch, self._command("logprobs", self._shards(batch, 1)))
+
+    @staticmethod
+    def _gather_rows(batch: PolicyBatch, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Returns the ranks' per-row results placed back in the batch's row order, `[N, T - 1]`."""
         out = torch.zeros_like(batch.loss_mask)
         start = 0
         for part in parts:
             out[start : start + part.shape[0], : part.shape[1]] = part
             start += part.shape[0]
         return out
+
+    def compute_ref_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
+        """Returns the frozen reference policy's token log-probs, `[N, T - 1]` (needs algorithm.kl_coef > 0)."""
+        return self._gather_rows(batch, self._command("ref_logprobs", self._shards(batch, 1)))
 
     def update(self, batch: PolicyBatch) -> list[dict[str, Any]]:
         """Applies `learner.mini_batches_per_step` optimizer steps; returns rank 0's metrics per mini-batch."""

@@ -48,9 +48,10 @@ def _batch(model_dir, n=8):
     return batch, reference
 
 
-def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("stage", [3, 2])
+def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir, tmp_path, stage):
     cfg = LearnerConfig(
-        num_workers=2, zero_stage=2, lr=1e-2, micro_batch_size=1, mini_batches_per_step=2, cpus_per_worker=1
+        num_workers=2, zero_stage=stage, lr=1e-2, micro_batch_size=1, mini_batches_per_step=2, cpus_per_worker=1
     )
     batch, reference = _batch(tiny_model_dir)
     group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g1")
@@ -116,3 +117,22 @@ def test_exported_checkpoint_generates_in_vllm():
         assert out.response_tokens[0] > 0
     finally:
         gen.llm.llm_engine.engine_core.shutdown()
+
+
+def test_reference_logprobs_stay_at_the_base_policy(ray_cluster, tiny_model_dir, tmp_path):
+    cfg = LearnerConfig(
+        num_workers=2, zero_stage=2, lr=1e-2, micro_batch_size=2, mini_batches_per_step=1, cpus_per_worker=1
+    )
+    batch, reference = _batch(tiny_model_dir, n=4)
+    group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(kl_coef=0.1), storage_path=str(tmp_path), name="g3")
+    group.start()
+    try:
+        batch.old_logp = group.compute_logprobs(batch)
+        batch.ref_logp = group.compute_ref_logprobs(batch)
+        assert torch.allclose(batch.ref_logp, reference, atol=1e-5)
+        stats = group.update(batch)
+        assert stats[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first step: policy == reference
+        assert torch.allclose(group.compute_ref_logprobs(batch), reference, atol=1e-5)
+        assert not torch.allclose(group.compute_logprobs(batch), reference, atol=1e-4)
+    finally:
+        group.shutdown()
