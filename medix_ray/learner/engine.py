@@ -19,6 +19,18 @@ from medix_ray.config import LearnerConfig
 logger = logging.getLogger(__name__)
 
 
+def freeze_vision_tower(model: torch.nn.Module) -> int:
+    """Stops gradients to the vision encoder of a Qwen-VL model; returns how many parameters were frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" or "vision_tower" in name:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    if frozen == 0:
+        raise ValueError("learner.freeze_vision_tower is set but the policy has no vision tower")
+    return frozen
+
+
 def check_supported(cfg: LearnerConfig) -> None:
     """Raises ValueError for learner settings that are declared but not implemented yet."""
     if cfg.lora_rank > 0:
@@ -67,12 +79,7 @@ class DeepSpeedTrainEngine:
         if cfg.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
         if cfg.freeze_vision_tower:
-            frozen = 0
-            for name, p in model.named_parameters():
-                if ".visual." in f".{name}" or name.startswith("visual") or "vision_tower" in name:
-                    p.requires_grad_(False)
-                    frozen += p.numel()
-            logger.info("froze %d vision-tower parameters", frozen)
+            logger.info("froze %d vision-tower parameters", freeze_vision_tower(model))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = None
         if not on_gpu:

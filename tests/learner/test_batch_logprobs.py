@@ -7,19 +7,9 @@ from medix_ray.learner.logprobs import batch_logprobs, forward_logprobs, token_l
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from test_update import tiny_lm as build
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return build().eval()
 
 
 def test_build_batch_places_response_targets_and_old_logprobs():

@@ -142,3 +142,17 @@ def test_unsupported_learner_settings_are_rejected_by_name():
         check_supported(LearnerConfig(lora_rank=8))
     with pytest.raises(ValueError, match="learner.zero_stage=1"):
         check_supported(LearnerConfig(zero_stage=1))
+
+
+def test_freeze_vision_tower_stops_only_vision_gradients(tiny_vl_path):
+    from transformers import AutoModelForImageTextToText
+
+    from medix_ray.learner.engine import freeze_vision_tower
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vl_path, dtype=torch.float32)
+    frozen = freeze_vision_tower(model)
+    vision = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
+    assert frozen == vision > 0
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".visual." not in f".{n}")
+    with pytest.raises(ValueError, match="no vision tower"):
+        freeze_vision_tower(tiny_lm())
