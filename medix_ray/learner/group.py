@@ -306,9 +306,12 @@ class LearnerGroup:
     def shutdown(self) -> None:
         if self._thread is None:
             return
+        import ray
+
         self._command("stop", None)
         self._thread.join(timeout=120)
         self._thread = None
+        ray.kill(self._board)
 
     # -- commands -------------------------------------------------------------------------
     def _collect(self, cmd_id: int, name: str) -> list[Any]:
