@@ -40,8 +40,6 @@ from medix_ray.rewards.judge import Judge, judge_prompt
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("format", "accuracy_llm", "accuracy_embed", "modality")
-
 
 @dataclass(frozen=True)
 class RewardWeights:
