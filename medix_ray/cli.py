@@ -8,6 +8,8 @@
     medix-ray generate --config configs/tiny_cpu.yaml --limit 8 --out runs/demo/generations.jsonl
     medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
     medix-ray export runs/tiny_cpu/checkpoint_<time> runs/tiny_cpu/hf
+    medix-ray train --config configs/tiny_cpu.yaml
+    medix-ray train --config configs/paper/dapo_8b.yaml --dry-run --assume-cluster CPU=64,GPU=8
 
 Every command that takes `--config` also takes `key=value` overrides after its options.
 """
@@ -252,6 +254,32 @@ def cmd_serve_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from medix_ray.trainer.plan import parse_cluster
+    from medix_ray.trainer.run import dry_run, run_training
+
+    cfg = _config(args)
+    if args.dry_run:
+        try:
+            cluster = parse_cluster(args.assume_cluster) if args.assume_cluster else None
+        except ValueError as exc:
+            raise ConfigError(f"--assume-cluster: {exc}") from exc
+        return 1 if dry_run(cfg, address=args.address, cluster=cluster) else 0
+    try:
+        summary = run_training(cfg, address=args.address)
+    except KeyboardInterrupt:
+        print("medix-ray: interrupted; checkpoint written, run again to resume", file=sys.stderr)
+        return 130
+    if args.min_reward_gain is not None and summary.get("reward_gain", float("-inf")) < args.min_reward_gain:
+        print(
+            f"medix-ray: error: reward gain {summary.get('reward_gain')} is below --min-reward-gain "
+            f"{args.min_reward_gain}",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -313,6 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--base-model", default=None, help="override the base model recorded in the checkpoint")
     exp.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     exp.set_defaults(func=cmd_export)
+
+    train = sub.add_parser("train", help="run RL training (rollout fleet, reward ensemble, learner group)")
+    train.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    train.add_argument("--dry-run", action="store_true", help="print the resource plan, check it, and exit")
+    train.add_argument(
+        "--assume-cluster", default=None, metavar="CPU=N,GPU=M", help="with --dry-run: check against these resources"
+    )
+    train.add_argument(
+        "--min-reward-gain", type=float, default=None, help="exit 3 unless last-5 minus first-5 mean reward reaches it"
+    )
+    _add_config_args(train)
+    train.set_defaults(func=cmd_train)
 
     srv = sub.add_parser("serve-rewards", help="run the reward service (Ray Serve) until Ctrl-C")
     srv.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")

@@ -158,7 +158,10 @@ class TrainerConfig:
     prompts_per_step: int = 4
     sync_interval: int = 1
     val_interval: int = 0  # 0: no validation
-    checkpoint_interval: int = 0
+    val_samples: int = 16  # test-split samples scored at each validation (0: all)
+    oversample: float = 1.5  # dynamic sampling: prompts drawn per missing group in later rounds
+    checkpoint_interval: int = 0  # 0: only at the end (and on Ctrl-C)
+    max_restarts: int = 2  # learner-group restarts from the last checkpoint after a worker dies
     output_dir: str = "runs/medix"
     seed: int = 1
 

@@ -110,6 +110,28 @@ def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
     return state
 
 
+def _param_stream(engine, names: list[str]):
+    """Yields (name, full parameter) in `names` order; ZeRO-3 shards are gathered one at a time (a
+    collective: every rank iterates in step)."""
+    import deepspeed
+
+    stage3 = engine.engine.zero_optimization_stage() == 3
+    params = dict(engine.model.named_parameters())
+    for name in names:
+        param = params[name]
+        with deepspeed.zero.GatheredParameters([param], enabled=stage3):
+            yield name, param.detach().clone() if stage3 else param.detach()
+
+
+def _param_specs(engine, dtype: str) -> list[list]:
+    """Returns [name, dtype, shape] of every parameter as the rollout engine receives it."""
+    out = []
+    for name, param in engine.model.named_parameters():
+        shape = tuple(getattr(param, "ds_shape", None) or param.shape)  # ZeRO-3 keeps the full shape in ds_shape
+        out.append([name, dtype, list(shape)])
+    return out
+
+
 def _save_rng(path: Path) -> None:
     import random
 
@@ -164,6 +186,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     # The KL reference is the frozen base policy; a full copy on each rank (not sharded).
     reference = _load_model(config["model_path"], dtype).eval().requires_grad_(False) if algo.kl_coef > 0 else None
     state: dict[str, Any] = {"step": 0}
+    sender = None  # the weight-sync sender (medix_ray/sync), rank 0 transmits
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -203,6 +226,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                             micro_batch_size=learner_cfg.micro_batch_size,
                             norm_length=config["norm_length"],
                             temperature=config["temperature"],
+                            on_policy=learner_cfg.mini_batches_per_step == 1,
                         )
                     )
                     for k in range(learner_cfg.mini_batches_per_step)
@@ -215,6 +239,42 @@ def learner_loop(config: dict[str, Any]) -> None:
                         {"step": payload.get("step", 0)}, checkpoint=ray.train.Checkpoint.from_directory(directory)
                     )
                 result = True
+            elif name == "sync_open":
+                from medix_ray.sync.sender import WeightSender
+
+                if sender is not None:
+                    sender.close()
+                sender = WeightSender(payload["backend"], payload["bucket_bytes"], payload.get("timeout_s", 600.0))
+                result = {
+                    "rendezvous": sender.open(payload["world_size"]) if rank == 0 else None,
+                    "backend": sender.backend,
+                    "specs": _param_specs(engine, payload["dtype"]),
+                }
+            elif name == "sync_connect":
+                if sender is None:
+                    raise RuntimeError("sync_connect before sync_open")
+                if rank == 0:
+                    sender.connect()
+                result = True
+            elif name == "sync_push":
+                from medix_ray.sync.buckets import ParamSpec
+
+                if sender is None:
+                    raise RuntimeError("sync_push before sync_open")
+                specs = [ParamSpec(n, d, tuple(shape)) for n, d, shape in payload["specs"]]
+                result = sender.send(
+                    _param_stream(engine, [sp.name for sp in specs]), specs, checksum=payload["checksum"]
+                )
+            elif name == "sync_close":
+                if sender is not None:
+                    sender.close()
+                sender = None
+                result = True
+            elif name == "objstore_push":
+                # The object-store baseline of bench/weight_sync.py: one Ray object per tensor (rank 0).
+                dtype = getattr(torch, payload["dtype"])
+                refs = [(n, ray.put(t.to(dtype))) for n, t in _param_stream(engine, payload["names"])]
+                result = [refs] if rank == 0 else None
             elif name == "state_dict":
                 full = _gathered_state_dict(engine)
                 # In a list: a bare ObjectRef argument would be resolved, copying the weights through the board.
@@ -313,6 +373,18 @@ class LearnerGroup:
         self._thread = None
         ray.kill(self._board)
 
+    def abort(self) -> None:
+        """Tears the group down after a failure, without asking the (possibly dead) ranks anything."""
+        import ray
+
+        try:
+            ray.kill(self._board)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        self._thread = None
+
     # -- commands -------------------------------------------------------------------------
     def _collect(self, cmd_id: int, name: str) -> list[Any]:
         import ray
@@ -332,11 +404,22 @@ class LearnerGroup:
         return replies
 
     def _command(self, name: str, payloads: list[Any] | None) -> list[Any]:
+        return self._collect(self.post(name, payloads), name)
+
+    def post(self, name: str, payloads: list[Any] | None) -> int:
+        """Posts a command to every rank without waiting; `collect(cmd_id, name)` gets the replies.
+
+        For commands that must overlap another party's work (a weight-sync broadcast with the rollout
+        replicas); `payloads` holds one entry per rank, or None."""
         import ray
 
         self._cmd += 1
         ray.get(self._board.post.remote(self._cmd, name, payloads or []))
-        return self._collect(self._cmd, name)
+        return self._cmd
+
+    def collect(self, cmd_id: int, name: str) -> list[Any]:
+        """Returns every rank's reply to a posted command (raises LearnerError on a rank's failure)."""
+        return self._collect(cmd_id, name)
 
     def _shards(self, batch: PolicyBatch, groups: int) -> list[Any]:
         """Returns one object ref per rank: each rank gets an equal slice of every one of `groups` chunks."""

@@ -101,13 +101,16 @@ def minibatch_update(
     micro_batch_size: int,
     norm_length: int | None = None,
     temperature: float = 1.0,
+    on_policy: bool = False,
 ) -> UpdateStats:
     """Applies one optimizer step on this rank's share of a mini-batch; returns its metrics.
 
-    `batch.old_logp` must be set (from the rollout engine or `batch_logprobs` before the update);
-    `batch.ref_logp` too when `algo.kl_coef` > 0.
+    `batch.old_logp` must be set (from the rollout engine or `batch_logprobs` before the update),
+    unless `on_policy`: the first and only mini-batch after a rollout, whose old policy is the
+    current one, so the detached current log-probs serve (one forward pass saved);
+    `batch.ref_logp` must be set too when `algo.kl_coef` > 0.
     """
-    if batch.old_logp is None:
+    if batch.old_logp is None and not on_policy:
         raise ValueError("the batch has no old_logp: compute them before the update")
     if algo.kl_coef > 0 and batch.ref_logp is None:
         raise ValueError("algorithm.kl_coef > 0 needs ref_logp in the batch")
@@ -117,15 +120,16 @@ def minibatch_update(
     micros = batch.micro_batches(micro_batch_size)
     for index, micro in enumerate(micros):
         logp = forward_logprobs(engine.module, micro, temperature)
+        old_logp = logp.detach() if micro.old_logp is None else micro.old_logp
         mask = micro.loss_mask
         if algo.name == "gspo":
             out = gspo_token_loss(
-                logp, micro.old_logp, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high
+                logp, old_logp, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high
             )
         else:
             out = ppo_clip_loss(
                 logp,
-                micro.old_logp,
+                old_logp,
                 micro.advantages,
                 mask,
                 clip_low=algo.clip_low,

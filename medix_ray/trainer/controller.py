@@ -1,0 +1,469 @@
+"""The RL controller: the MediX-R1 training loop as a readable recipe over the Ray actor system.
+
+One step:
+  1. take prompts from the Ray Data stream (more rounds while dynamic sampling drops groups);
+  2. roll out n responses per prompt on the vLLM rollout fleet (Ray Serve);
+  3. score them with the composite-reward ensemble (Ray Serve handle); unscored ones (judge
+     failure) are counted and left out of the update;
+  4. shape (DAPO overlong penalty), filter groups, compute group advantages;
+  5. update the learner group (Ray Train + DeepSpeed): k mini-batches;
+  6. every `sync_interval` steps, broadcast the weights to the fleet (gloo on CPU, NCCL on GPU);
+  7. every `val_interval` steps, validate on the test split; every `checkpoint_interval`, save.
+
+    trainer = Trainer(load_config("configs/tiny_cpu.yaml"))
+    summary = trainer.run()           # resumes from the output directory's last checkpoint
+
+A replica that dies is replaced by Serve and re-synced when it refuses a request as stale; a
+learner worker that dies ends the learner group, which restarts from the last checkpoint (with
+the data cursor), up to `trainer.max_restarts` times. Ctrl-C saves a checkpoint and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medix_ray.algorithms.advantages import group_advantages
+from medix_ray.algorithms.sampling import filter_groups, overlong_penalty
+from medix_ray.config import MedixConfig, to_yaml
+from medix_ray.data.prompts import PromptStyle
+from medix_ray.data.schema import Sample
+from medix_ray.rollout.fleet import Rollout
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredGroup:
+    """One prompt's n responses with their rewards (None: unscored) and breakdowns."""
+
+    rollout: Rollout
+    rewards: list[float | None]  # composite reward + overlong shaping; the advantage's input
+    breakdowns: list[dict[str, Any]]
+
+    @property
+    def valid(self) -> list[bool]:
+        return [r is not None for r in self.rewards]
+
+
+@dataclass
+class StepResult:
+    metrics: dict[str, float]
+    groups: list[ScoredGroup] = field(default_factory=list)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run; the checkpoint has been written."""
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def trim_groups(groups: int, n: int, unit: int) -> int:
+    """Returns the most of `groups` groups (n rows each) whose rows split evenly into `unit` shares."""
+    while groups > 0 and (groups * n) % unit:
+        groups -= 1
+    return groups
+
+
+class Trainer:
+    def __init__(self, cfg: MedixConfig, *, address: str | None = None, num_cpus: int | None = None):
+        from medix_ray.trainer.plan import batch_problems
+
+        problems = batch_problems(cfg)
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+        self.cfg = cfg
+        self.address = address
+        self.num_cpus = num_cpus
+        self.out = Path(cfg.trainer.output_dir).absolute()
+        self.style = PromptStyle.from_config(cfg.data)
+        self.step = 0
+        self.version = 0  # learner updates applied
+        self.synced_version = 0  # the version the fleet serves
+        self.restarts = 0
+        self.counters = {"unscored_responses": 0, "rollout_retries": 0, "skipped_updates": 0}
+        self._started = False
+
+    # -- setup ---------------------------------------------------------------------------
+    def start(self) -> None:
+        import ray
+        from ray import serve
+
+        from deployments.reward_app import build_reward_app
+        from deployments.rollout_app import build_rollout_app
+        from medix_ray.data.readers import read_samples_from_config, take_samples
+        from medix_ray.models import resolve_model
+        from medix_ray.rollout.fleet import RolloutFleet
+        from medix_ray.rollout.vllm_engine import load_prompt_renderer
+        from medix_ray.trainer.stream import PromptStream
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        if not ray.is_initialized():
+            env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib), "PYTHONPATH": _pythonpath()}
+            num_cpus = self.num_cpus
+            if self.address is None and num_cpus is None and not torch.cuda.is_available():
+                num_cpus = local_cpus(cfg)
+            ray.init(address=self.address, num_cpus=num_cpus, runtime_env={"env_vars": env})
+        self.policy_path = resolve_model(cfg.model.policy)
+        self.renderer = load_prompt_renderer(self.policy_path)
+        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+        # The rollout fleet, the reward ensemble and the learner group start at the same time.
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(3) as pool:
+            rollout = pool.submit(
+                serve.run, build_rollout_app(cfg, self.policy_path), name="medix-rollout", route_prefix=None
+            )
+            rewards = pool.submit(serve.run, build_reward_app(cfg), name="medix-rewards", route_prefix=None)
+            learner = pool.submit(self._new_learner)
+            self.fleet = RolloutFleet(rollout.result())
+            self.rewards = rewards.result()
+            state = learner.result()
+        logger.info("rollout fleet, reward ensemble and learner group up in %.0f s", time.monotonic() - t0)
+        self.fleet.on_stale = self._resync
+        ds, self.read_report = read_samples_from_config(cfg.data, "train")
+        self.stream = PromptStream(ds, self.read_report, seed=cfg.data.seed, shuffle=cfg.data.shuffle)
+        if cfg.trainer.val_interval > 0:
+            test_ds, test_report = read_samples_from_config(cfg.data, "test")
+            self.val_samples = take_samples(test_ds, test_report, cfg.trainer.val_samples)
+        self._restore(state)
+        self._started = True
+
+    def _new_learner(self) -> dict[str, Any]:
+        """Starts the learner group (resuming the run's last checkpoint); returns the checkpoint's client state."""
+        from medix_ray.learner.group import LearnerGroup
+
+        cfg = self.cfg
+        self.learner = LearnerGroup(
+            self.policy_path,
+            cfg.learner,
+            cfg.algorithm,
+            storage_path=str(self.out / "checkpoints"),
+            name="learner",
+            temperature=cfg.rollout.temperature,
+            norm_length=cfg.rollout.max_tokens,
+        )
+        return self.learner.start()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Takes the controller state from a checkpoint's client state, then syncs the fleet to the learner."""
+        from medix_ray.sync.coordinator import WeightSync
+
+        self.step = int(state.get("step", 0))
+        self.version = int(state.get("version", self.step))
+        self.counters.update(state.get("counters", {}))
+        self.stream.restore(state.get("cursor", {}))
+        if self.step:
+            logger.info("resumed at step %d (data cursor %s)", self.step, state.get("cursor"))
+        self.sync = WeightSync(self.learner, self.fleet, self.cfg.sync)
+        self._push()
+
+    def _push(self):
+        t0 = time.monotonic()
+        report = self.sync.push(self.version)
+        self.synced_version = self.version
+        self.last_sync = report
+        logger.info(
+            "weights v%d synced to %d replicas in %.2f s%s",
+            report.version,
+            report.replicas,
+            time.monotonic() - t0,
+            " (checksums verified)" if report.verified else "",
+        )
+        return report
+
+    def _resync(self) -> None:
+        """A replica refused a request as stale (it restarted): form the group again and push."""
+        logger.warning("a rollout replica holds stale weights; re-syncing version %d", self.synced_version)
+        self.sync.push(self.synced_version)
+
+    # -- one step ------------------------------------------------------------------------
+    def _sampling(self) -> dict[str, Any]:
+        r = self.cfg.rollout
+        return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_tokens": r.max_tokens}
+
+    def _score(self, rollouts: list[Rollout]) -> list[ScoredGroup]:
+        items = []
+        for g, ro in enumerate(rollouts):
+            for k, resp in enumerate(ro.responses):
+                items.append(
+                    {
+                        "id": f"{ro.sample.id}#{g}.{k}",
+                        "question": ro.sample.problem,
+                        "response": resp.text,
+                        "reference": ro.sample.solution,
+                    }
+                )
+        breakdowns = self.rewards.score.remote(items).result(timeout_s=1800)
+        a = self.cfg.algorithm
+        groups, i = [], 0
+        for ro in rollouts:
+            bds = breakdowns[i : i + len(ro.responses)]
+            i += len(ro.responses)
+            rewards: list[float | None] = []
+            for resp, bd in zip(ro.responses, bds, strict=True):
+                if bd["overall"] is None:
+                    rewards.append(None)
+                    continue
+                value = float(bd["overall"])
+                if a.overlong_shaping:
+                    length = torch.tensor([len(resp.token_ids)])
+                    value += float(
+                        overlong_penalty(length, self.cfg.rollout.max_tokens, a.overlong_buffer, a.overlong_penalty)[0]
+                    )
+                rewards.append(value)
+            groups.append(ScoredGroup(ro, rewards, bds))
+        return groups
+
+    def _keep(self, group: ScoredGroup) -> bool:
+        scored = [r for r in group.rewards if r is not None]
+        if len(scored) < 2:
+            return False
+        a = self.cfg.algorithm
+        return bool(
+            filter_groups(torch.tensor([scored]), a.dynamic_sampling, low=a.filter_low, high=a.filter_high).kept
+        )
+
+    def train_step(self) -> StepResult:
+        cfg, a = self.cfg, self.cfg.algorithm
+        want = cfg.trainer.prompts_per_step
+        timing = {"rollout": 0.0, "reward": 0.0}
+        kept: list[ScoredGroup] = []
+        sampled: list[ScoredGroup] = []
+        rounds = 0
+        while len(kept) < want and rounds < max(1, a.max_sampling_rounds):
+            rounds += 1
+            ask = want - len(kept) if rounds == 1 else math.ceil((want - len(kept)) * cfg.trainer.oversample)
+            samples = self.stream.take(ask)
+            t0 = time.monotonic()
+            rollouts = self.fleet.generate(samples, self._sampling(), min_version=self.synced_version)
+            timing["rollout"] += time.monotonic() - t0
+            t0 = time.monotonic()
+            groups = self._score(rollouts)
+            timing["reward"] += time.monotonic() - t0
+            sampled.extend(groups)
+            kept.extend(g for g in groups if self._keep(g))
+            if a.dynamic_sampling == "none":
+                break
+        kept = kept[
+            : trim_groups(
+                min(len(kept), want), cfg.rollout.n, cfg.learner.mini_batches_per_step * cfg.learner.num_workers
+            )
+        ]
+        metrics = self._rollout_metrics(sampled, kept, rounds, timing)
+        if kept:
+            metrics.update(self._update(kept))
+            self.version += 1
+        else:
+            self.counters["skipped_updates"] += 1
+            metrics["update/skipped"] = 1.0
+        self.step += 1
+        if self.step % cfg.trainer.sync_interval == 0 and self.version != self.synced_version:
+            t0 = time.monotonic()
+            report = self._push()
+            metrics["time/sync_s"] = time.monotonic() - t0
+            metrics["sync/gb_per_s"] = report.gb_per_s
+            metrics["sync/verified"] = float(report.verified)
+        metrics["policy/version"] = float(self.version)
+        return StepResult(metrics, sampled)
+
+    def _rollout_metrics(
+        self, sampled: list[ScoredGroup], kept: list[ScoredGroup], rounds: int, timing: dict[str, float]
+    ) -> dict[str, float]:
+        bds = [bd for g in sampled for bd in g.breakdowns]
+        responses = [r for g in sampled for r in g.rollout.responses]
+        unscored = sum(bd["overall"] is None for bd in bds)
+        self.counters["unscored_responses"] += unscored
+        self.counters["rollout_retries"] = self.fleet.retries
+        token_logps = [lp for r in responses for lp in r.logprobs]
+        m: dict[str, Any] = {
+            "reward/mean": _mean([bd["overall"] for bd in bds]),
+            "reward/format": _mean([bd["format"] for bd in bds]),
+            "reward/accuracy_llm": _mean([bd["accuracy_llm"] for bd in bds]),
+            "reward/accuracy_embed": _mean([bd["accuracy_embed"] for bd in bds]),
+            "reward/modality": _mean([bd["modality"] for bd in bds]),
+            "reward/shaped_mean": _mean([r for g in sampled for r in g.rewards]),
+            "reward/unscored": float(unscored),
+            "groups/sampled": float(len(sampled)),
+            "groups/kept": float(len(kept)),
+            "groups/rounds": float(rounds),
+            "response/length_mean": _mean([float(len(r.token_ids)) for r in responses]),
+            "response/truncated_fraction": _mean([float(r.truncated) for r in responses]),
+            # The mean negative log-prob of the sampled tokens: a Monte Carlo estimate of the token entropy.
+            "policy/entropy_est": -sum(token_logps) / len(token_logps) if token_logps else None,
+            "policy/version_lag": float(self.version - min(g.rollout.version for g in sampled)) if sampled else 0.0,
+            "time/rollout_s": timing["rollout"],
+            "time/reward_s": timing["reward"],
+        }
+        return m
+
+    def _update(self, kept: list[ScoredGroup]) -> dict[str, float]:
+        from medix_ray.learner.batch import build_sample_batch
+
+        cfg = self.cfg
+        n = cfg.rollout.n
+        rewards = torch.tensor([[math.nan if r is None else r for r in g.rewards] for g in kept], dtype=torch.float32)
+        valid = torch.tensor([g.valid for g in kept])
+        adv = group_advantages(rewards, cfg.algorithm.advantage, valid=valid)
+        samples: list[Sample] = [g.rollout.sample for g in kept for _ in range(n)]
+        response_ids = [r.token_ids or [self._eos()] for g in kept for r in g.rollout.responses]
+        batch = build_sample_batch(samples, response_ids, adv.reshape(-1), self.renderer, self.style)
+        batch.loss_mask[~valid.reshape(-1)] = 0.0  # unscored responses take no part in the update
+        t0 = time.monotonic()
+        if cfg.learner.mini_batches_per_step > 1:
+            batch.old_logp = self.learner.compute_logprobs(batch)
+        if cfg.algorithm.kl_coef > 0:
+            batch.ref_logp = self.learner.compute_ref_logprobs(batch)
+        stats = self.learner.update(batch)
+        return {
+            "time/update_s": time.monotonic() - t0,
+            "update/loss": _mean([s["loss"] for s in stats]),
+            "update/clip_fraction": _mean([s["clip_fraction"] for s in stats]),
+            "update/ratio_mean": _mean([s["ratio_mean"] for s in stats]),
+            "update/kl": _mean([s["kl"] for s in stats]),
+            "update/grad_norm": _mean([s["grad_norm"] for s in stats]),
+            "update/tokens": float(sum(s["tokens"] for s in stats)),
+            "update/advantage_abs_mean": float(adv[valid].abs().mean()) if bool(valid.any()) else 0.0,
+        }
+
+    def _eos(self) -> int:
+        tok = getattr(self.renderer, "tokenizer", self.renderer)
+        return int(tok.eos_token_id)
+
+    # -- validation and checkpoints -----------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        r = self.cfg.rollout
+        sampling = {"n": 1, "temperature": r.val_temperature, "top_p": r.val_top_p, "max_tokens": r.max_tokens}
+        t0 = time.monotonic()
+        rollouts = self.fleet.generate(self.val_samples, sampling, min_version=self.synced_version)
+        groups = self._score(rollouts)
+        bds = [bd for g in groups for bd in g.breakdowns]
+        return {
+            "val/reward_mean": _mean([bd["overall"] for bd in bds]),
+            "val/format": _mean([bd["format"] for bd in bds]),
+            "val/accuracy_llm": _mean([bd["accuracy_llm"] for bd in bds]),
+            "val/unscored": float(sum(bd["overall"] is None for bd in bds)),
+            "time/val_s": time.monotonic() - t0,
+        }
+
+    def save(self) -> None:
+        t0 = time.monotonic()
+        self.learner.save_checkpoint(
+            step=self.step, version=self.version, cursor=self.stream.state(), counters=dict(self.counters)
+        )
+        logger.info("checkpoint at step %d written in %.1f s", self.step, time.monotonic() - t0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> dict[str, Any]:
+        """Trains until `trainer.steps`; returns the summary (also written to summary.json)."""
+        import json
+
+        from tqdm import tqdm
+
+        from medix_ray.learner.group import LearnerError
+        from medix_ray.trainer.memory import PeakMemory
+        from medix_ray.trainer.metrics import MetricsLog, plot_curves, read_metrics, window_means
+
+        t = self.cfg.trainer
+        started = time.monotonic()
+        with PeakMemory() as memory:
+            if not self._started:
+                self.start()
+            log = MetricsLog(self.out, resume_step=self.step)
+            bar = tqdm(total=t.steps, initial=self.step, desc="medix-ray train", disable=not progress, unit="step")
+            try:
+                while self.step < t.steps:
+                    t0 = time.monotonic()
+                    try:
+                        result = self.train_step()
+                    except LearnerError as exc:
+                        self._recover_learner(exc)
+                        log.close()  # steps after the checkpoint will be trained again: drop their rows
+                        log = MetricsLog(self.out, resume_step=self.step)
+                        bar.n = self.step
+                        bar.refresh()
+                        continue
+                    metrics = result.metrics
+                    if t.val_interval and self.step % t.val_interval == 0:
+                        metrics.update(self.validate())
+                    if t.checkpoint_interval and self.step % t.checkpoint_interval == 0:
+                        self.save()
+                    metrics["time/step_s"] = time.monotonic() - t0
+                    metrics["memory/peak_gib"] = memory.peak_gib
+                    log.write(self.step, metrics)
+                    bar.update(1)
+                    bar.set_postfix(reward=f"{metrics['reward/mean'] or 0:.3f}", kept=int(metrics["groups/kept"]))
+                if not t.checkpoint_interval or self.step % t.checkpoint_interval:
+                    self.save()
+            except KeyboardInterrupt:
+                logger.warning("interrupted: writing a checkpoint at step %d", self.step)
+                self.save()
+                raise
+            finally:
+                bar.close()
+                log.close()
+        rows = read_metrics(log.path)
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "policy_version": self.version,
+            "seconds": time.monotonic() - started,
+            "peak_memory_gib": memory.peak_gib,
+            "restarts": self.restarts,
+            **self.counters,
+        }
+        if rows:
+            first, last = window_means(rows, "reward/mean", 5)
+            summary.update(reward_first5=first, reward_last5=last, reward_gain=last - first)
+            summary["plots"] = [str(p) for p in plot_curves(log.path, self.out)]
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        return summary
+
+    def _recover_learner(self, exc: Exception) -> None:
+        """Restarts the learner group from its last checkpoint after a worker died."""
+        if self.restarts >= self.cfg.trainer.max_restarts:
+            raise exc
+        self.restarts += 1
+        logger.error("learner failed (%s); restart %d from the last checkpoint", exc, self.restarts)
+        self.learner.abort()
+        self._restore(self._new_learner())
+
+    def shutdown(self) -> None:
+        from ray import serve
+
+        if getattr(self, "learner", None) is not None:
+            try:
+                self.learner.shutdown()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                logger.exception("learner shutdown failed")
+        for app in ("medix-rollout", "medix-rewards"):
+            try:
+                serve.delete(app)
+            except Exception:  # noqa: BLE001
+                logger.exception("could not delete Serve app %s", app)
+
+
+def local_cpus(cfg: MedixConfig) -> int:
+    """Logical CPUs of a local CPU-only cluster: the plan's total, at least the machine's cores and 4
+    (small machines are oversubscribed, research/feasibility.md)."""
+    from medix_ray.trainer.plan import resource_plan
+
+    return max(os.cpu_count() or 1, 4, math.ceil(resource_plan(cfg).totals()["CPU"]))
+
+
+def _pythonpath() -> str:
+    """Returns PYTHONPATH with the repository root, so Ray workers import medix_ray and deployments."""
+    root = str(Path(__file__).resolve().parents[2])
+    current = os.environ.get("PYTHONPATH", "")
+    return root if not current else f"{root}{os.pathsep}{current}"

