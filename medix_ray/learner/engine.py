@@ -42,9 +42,10 @@ def check_supported(cfg: LearnerConfig) -> None:
 def deepspeed_config(cfg: LearnerConfig, on_gpu: bool) -> dict[str, Any]:
     """Returns the DeepSpeed config of a learner rank."""
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
-    if not on_gpu:
+    if not on_gpu and cfg.num_workers > 1:
         # Over gloo each collective has a fixed cost: fewer, larger buckets (DeepSpeed's default is 5e7
-        # elements) cut a 135M-parameter step's gradient reduction from ~20 calls to ~3.
+        # elements) cut a 135M-parameter step's gradient reduction from ~20 calls to ~3. They cost
+        # 1.6 GB of buffers per rank, so a single worker (nothing to reduce) keeps the default.
         zero.update(reduce_bucket_size=int(2e8), allgather_bucket_size=int(2e8))
     if cfg.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True

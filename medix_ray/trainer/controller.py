@@ -403,6 +403,7 @@ class Trainer:
                     metrics["time/step_s"] = time.monotonic() - t0
                     metrics["memory/peak_gib"] = memory.peak_gib
                     log.write(self.step, metrics)
+                    log.write_rollouts(self.step, rollout_records(result.groups))
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward/mean'] or 0:.3f}", kept=int(metrics["groups/kept"]))
                 if not t.checkpoint_interval or self.step % t.checkpoint_interval:
@@ -452,6 +453,23 @@ class Trainer:
                 serve.delete(app)
             except Exception:  # noqa: BLE001
                 logger.exception("could not delete Serve app %s", app)
+
+
+def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
+    """Returns one record per response: sample, policy version, text, length, reward and breakdown."""
+    return [
+        {
+            "sample_id": g.rollout.sample.id,
+            "version": g.rollout.version,
+            "response": resp.text,
+            "tokens": len(resp.token_ids),
+            "finish_reason": resp.finish_reason,
+            "reward": reward,
+            "breakdown": bd,
+        }
+        for g in groups
+        for resp, reward, bd in zip(g.rollout.responses, g.rewards, g.breakdowns, strict=True)
+    ]
 
 
 def local_cpus(cfg: MedixConfig) -> int:

@@ -18,24 +18,28 @@ from pathlib import Path
 from typing import Any
 
 
+def truncate_jsonl(path: Path, resume_step: int) -> None:
+    """Keeps the rows of steps up to `resume_step` (those after it will be trained again)."""
+    if path.exists():
+        kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+
 class MetricsLog:
     def __init__(self, out_dir: str | Path, resume_step: int = 0, tensorboard: bool = True):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "metrics.jsonl"
-        self._truncate(resume_step)
+        truncate_jsonl(self.path, resume_step)
+        self.rollouts_path = self.dir / "rollouts.jsonl"
+        truncate_jsonl(self.rollouts_path, resume_step)
         self._file = self.path.open("a", encoding="utf-8")
+        self._rollouts = self.rollouts_path.open("a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
-
-    def _truncate(self, resume_step: int) -> None:
-        if not self.path.exists():
-            return
-        kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
@@ -46,8 +50,15 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)) and value is not None and math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
 
+    def write_rollouts(self, step: int, records: list[dict[str, Any]]) -> None:
+        """Appends every response of a step (sample, text, reward breakdown) to rollouts.jsonl."""
+        for record in records:
+            self._rollouts.write(json.dumps({"step": step, **record}) + "\n")
+        self._rollouts.flush()
+
     def close(self) -> None:
         self._file.close()
+        self._rollouts.close()
         if self._tb is not None:
             self._tb.close()
 

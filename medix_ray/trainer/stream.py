@@ -78,7 +78,8 @@ class PromptStream:
                 if self.position == 0:
                     empty_epochs += 1
                     if empty_epochs > 1:
-                        raise EmptyDatasetError(f"the training data ({self.report.source}) has no usable sample") from None
+                        source = self.report.source
+                        raise EmptyDatasetError(f"the training data ({source}) has no usable sample") from None
                 self.epoch += 1
                 self.position = 0
                 self._it = None

@@ -89,3 +89,19 @@ def _kill_one_train_worker():
             time.sleep(1)
             return
     pytest.fail("no RayTrainWorker process to kill")
+
+
+def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_path):
+    """tiny_vlm_cpu.yaml: images go to the rollout replica and into the learner batch; with two
+    mini-batches the old log-probs come from the learner; every sync is verified."""
+    trainer = _trainer(tmp_path, "configs/tiny_vlm_cpu.yaml", ["trainer.steps=2"], judge_url)
+    try:
+        summary = trainer.run(progress=False)
+    finally:
+        trainer.shutdown()
+    rows = _rows(tmp_path)
+    assert summary["policy_version"] == 2
+    assert [r["policy/version"] for r in rows] == [1.0, 2.0]
+    assert all(r["sync/verified"] == 1.0 for r in rows)
+    assert all(r["update/tokens"] > 0 for r in rows)
+    assert (tmp_path / "summary.json").is_file()
