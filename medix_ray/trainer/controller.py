@@ -382,9 +382,12 @@ class Trainer:
             if not self._started:
                 self.start()
             log = MetricsLog(self.out, resume_step=self.step)
+            stop = _StopOnInterrupt()
             bar = tqdm(total=t.steps, initial=self.step, desc="medix-ray train", disable=not progress, unit="step")
             try:
                 while self.step < t.steps:
+                    if stop.requested:
+                        raise KeyboardInterrupt
                     t0 = time.monotonic()
                     try:
                         result = self.train_step()
@@ -413,6 +416,7 @@ class Trainer:
                 self.save()
                 raise
             finally:
+                stop.restore()
                 bar.close()
                 log.close()
         rows = read_metrics(log.path)
@@ -453,6 +457,33 @@ class Trainer:
                 serve.delete(app)
             except Exception:  # noqa: BLE001
                 logger.exception("could not delete Serve app %s", app)
+
+
+class _StopOnInterrupt:
+    """The first Ctrl-C asks the loop to stop after the current step (which then checkpoints); a second
+    one interrupts at once. Only in the main thread (signal handlers can be set nowhere else)."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("Ctrl-C: finishing this step, then writing a checkpoint (press again to stop at once)")
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:

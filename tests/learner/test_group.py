@@ -91,12 +91,14 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
 
 def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir, tmp_path):
     cfg = LearnerConfig(num_workers=2, zero_stage=2, micro_batch_size=1, mini_batches_per_step=1, cpus_per_worker=1)
-    batch, _ = _batch(tiny_model_dir, n=2)  # no old_logp: the update must fail on every rank
+    batch, _ = _batch(tiny_model_dir, n=2)  # kl_coef is 0: no reference model, so ref log-probs fail on every rank
     group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g2")
     group.start()
     try:
-        with pytest.raises(LearnerError, match=r"rank 0 failed on 'update': ValueError: the batch has no old_logp"):
-            group.update(batch)
+        with pytest.raises(
+            LearnerError, match=r"rank 0 failed on 'ref_logprobs': ValueError: reference log-probs need algorithm.kl_coef"
+        ):
+            group.compute_ref_logprobs(batch)
     finally:
         group.shutdown()
 

@@ -124,6 +124,22 @@ def test_update_requires_old_logprobs():
         minibatch_update(TorchEngine(model), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=1)
 
 
+def test_on_policy_update_uses_the_current_logprobs_as_old():
+    """A single mini-batch right after the rollout: no old_logp needed, same gradient as passing them."""
+    grads = []
+    for on_policy in (False, True):
+        model = tiny_lm()
+        batch = fixed_batch(model)
+        if on_policy:
+            batch.old_logp = None
+        minibatch_update(
+            TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), micro_batch_size=2, on_policy=on_policy
+        )
+        grads.append(_grads(model))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-7, rtol=1e-4)
+
+
 def test_kl_term_pulls_the_policy_toward_the_reference():
     model = tiny_lm()
     batch = fixed_batch(model, advantages=[0.0] * 6)  # no policy-gradient signal: only the KL acts

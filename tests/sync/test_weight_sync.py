@@ -41,8 +41,23 @@ def stack(ray_cluster, smollm2_path):
 
 
 def _greedy(fleet, samples, version):
-    out = fleet.generate(samples, {"n": 1, "temperature": 0.0, "max_tokens": 12}, min_version=version)
-    return [(r.version, r.responses[0].token_ids) for r in out]
+    return fleet.generate(samples, {"n": 1, "temperature": 0.0, "max_tokens": 12}, min_version=version)
+
+
+def _gap(learner, rollouts):
+    """Mean |learner log-prob - vLLM log-prob| over the rollouts' response tokens."""
+    from medix_ray.learner.batch import build_batch
+
+    prompts = [r.prompt_token_ids for r in rollouts]
+    responses = [r.responses[0].token_ids for r in rollouts]
+    batch = build_batch(prompts, responses, torch.zeros(len(rollouts)), pad_id=0)
+    ours = learner.compute_logprobs(batch)
+    theirs = torch.zeros_like(ours)
+    for i, r in enumerate(rollouts):
+        start = len(prompts[i]) - 1
+        theirs[i, start : start + len(responses[i])] = torch.tensor(r.responses[0].logprobs)
+    mask = batch.loss_mask
+    return float(((ours - theirs).abs() * mask).sum() / mask.sum())
 
 
 def test_push_verifies_checksums_and_bumps_versions(stack):
@@ -57,6 +72,8 @@ def test_push_verifies_checksums_and_bumps_versions(stack):
         for i, p in enumerate(["What is insulin?", "Name a beta blocker."])
     ]
     before = _greedy(fleet, samples, 0)
+    base_gap = _gap(learner, before)  # the same weights, vLLM in bf16 and the learner in fp32
+    assert base_gap < 0.1
 
     first = sync.push(1)
     assert first.reformed and first.verified and first.replicas == 2
@@ -64,19 +81,22 @@ def test_push_verifies_checksums_and_bumps_versions(stack):
     prints = {p["fingerprint"] for p in fleet.broadcast("fingerprint")}
     assert len(prints) == 1
     # The learner holds the base weights, so version 1 answers exactly as the base model did.
-    assert [t for _, t in _greedy(fleet, samples, 1)] == [t for _, t in before]
+    assert [r.responses[0].token_ids for r in _greedy(fleet, samples, 1)] == [r.responses[0].token_ids for r in before]
 
     # One large-lr update on the learner, then a second push: the replicas follow it.
     ids = [[1, 2, 3, 4, 5, 6]] * 2
-    batch = build_batch(ids, [[7, 8, 9, 10]] * 2, torch.tensor([1.0, -1.0]), pad_id=0)
+    batch = build_batch(ids, [[7, 8, 9, 10]] * 2, torch.tensor([1.0, 1.0]), pad_id=0)
     batch.old_logp = learner.compute_logprobs(batch)
     learner.update(batch)
+    stale_gap = _gap(learner, before)  # the updated learner against the old engine
+    assert stale_gap > 3 * base_gap
     second = sync.push(2)
     assert not second.reformed and second.verified
     assert {p["fingerprint"] for p in fleet.broadcast("fingerprint")} != prints
     after = _greedy(fleet, samples, 2)
-    assert all(v == 2 for v, _ in after)
-    assert [t for _, t in after] != [t for _, t in before]
+    assert all(r.version == 2 for r in after)
+    # The engines now compute the learner's log-probs again (to bf16 precision).
+    assert _gap(learner, after) < 0.1 and _gap(learner, after) < stale_gap / 3
     # A replica that missed an update refuses to answer for a newer version.
     from medix_ray.rollout.fleet import RolloutError
 
