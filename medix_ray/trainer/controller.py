@@ -117,6 +117,11 @@ class Trainer:
             if self.address is None and num_cpus is None and not torch.cuda.is_available():
                 num_cpus = local_cpus(cfg)
             ray.init(address=self.address, num_cpus=num_cpus, runtime_env={"env_vars": env})
+        from medix_ray.trainer.plan import resource_plan
+
+        problems = resource_plan(cfg).check(dict(ray.cluster_resources()))
+        if problems:  # checked up front: an under-provisioned cluster stalls Ray Data or Serve silently
+            raise ValueError("the Ray cluster cannot run this config: " + "; ".join(problems))
         self.policy_path = resolve_model(cfg.model.policy)
         self.renderer = load_prompt_renderer(self.policy_path)
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})

@@ -82,7 +82,8 @@ def resource_plan(cfg: MedixConfig) -> ResourcePlan:
         )
     roles.append(Role("embedder", s.embedder_max_replicas, s.embedder_num_cpus, s.embedder_num_gpus, "autoscaling"))
     roles.append(Role("reward ingress", s.ingress_max_replicas, s.ingress_num_cpus, 0.0, "autoscaling"))
-    roles.append(Role("data", 1, 0.25, 0.0, "Ray Data validation"))
+    # Ray Data's read tasks take a whole CPU each; without a free one the stream stalls silently.
+    roles.append(Role("data", 1, 1.0, 0.0, "Ray Data read + validation"))
     plan = ResourcePlan(roles)
     plan.problems.extend(batch_problems(cfg))
     return plan

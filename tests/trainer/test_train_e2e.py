@@ -17,6 +17,11 @@ SMALL = [
     "learner.micro_batch_size=2",
     "sync.verify_checksum=true",
     "serve.judge_num_cpus=0.25",
+    "rollout.num_cpus_per_replica=0.5",
+    "learner.cpus_per_worker=1",
+    "serve.embedder_num_cpus=0.25",
+    "serve.embedder_max_replicas=1",
+    "serve.ingress_max_replicas=1",
 ]
 
 
