@@ -96,7 +96,8 @@ def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir
     group.start()
     try:
         with pytest.raises(
-            LearnerError, match=r"rank 0 failed on 'ref_logprobs': ValueError: reference log-probs need algorithm.kl_coef"
+            LearnerError,
+            match=r"rank 0 failed on 'ref_logprobs': ValueError: reference log-probs need algorithm.kl_coef",
         ):
             group.compute_ref_logprobs(batch)
     finally:

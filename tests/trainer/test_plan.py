@@ -27,6 +27,12 @@ def test_external_judge_needs_no_judge_replicas():
     assert "judge" not in [r.name for r in resource_plan(cfg).roles]
 
 
+def test_the_plan_reserves_room_for_the_ray_data_stream():
+    """0.75 free CPU stalled the prompt stream forever (a read task needs 1, the validator 0.25)."""
+    (data,) = [r for r in resource_plan(load_config(ROOT / "configs" / "tiny_cpu.yaml")).roles if r.name == "data"]
+    assert data.cpus >= 1.25
+
+
 def test_batch_problems_name_the_keys():
     cfg = load_config(None, ["trainer.prompts_per_step=3", "rollout.n=5", "learner.num_workers=2"])
     (problem,) = [p for p in batch_problems(cfg) if "cannot split" in p]
