@@ -94,6 +94,7 @@ class Trainer:
         self.restarts = 0
         self.counters = {"unscored_responses": 0, "rollout_retries": 0, "skipped_updates": 0}
         self._started = False
+        self._retries_seen = 0
 
     # -- setup ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -291,7 +292,8 @@ class Trainer:
         responses = [r for g in sampled for r in g.rollout.responses]
         unscored = sum(bd["overall"] is None for bd in bds)
         self.counters["unscored_responses"] += unscored
-        self.counters["rollout_retries"] = self.fleet.retries
+        self.counters["rollout_retries"] += self.fleet.retries - self._retries_seen  # counters survive resumes
+        self._retries_seen = self.fleet.retries
         token_logps = [lp for r in responses for lp in r.logprobs]
         m: dict[str, Any] = {
             "reward/mean": _mean([bd["overall"] for bd in bds]),
