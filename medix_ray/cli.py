@@ -7,7 +7,7 @@
     medix-ray data preview --config configs/tiny_vlm_cpu.yaml --limit 2
     medix-ray generate --config configs/tiny_cpu.yaml --limit 8 --out runs/demo/generations.jsonl
     medix-ray score runs/demo/generations.jsonl runs/demo/scored.jsonl --config configs/tiny_cpu.yaml
-    medix-ray export runs/tiny_cpu/checkpoint_<time> runs/tiny_cpu/hf
+    medix-ray export runs/tiny_cpu/checkpoints/learner/checkpoint_<time> runs/tiny_cpu/hf
     medix-ray train --config configs/tiny_cpu.yaml
     medix-ray train --config configs/paper/dapo_8b.yaml --dry-run --assume-cluster CPU=64,GPU=8
 

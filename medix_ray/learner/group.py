@@ -97,14 +97,9 @@ def _load_model(model_path: str, dtype: torch.dtype):
 
 def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
     """Returns the full parameters as CPU tensors (ZeRO-3 shards gathered; every rank must call it)."""
-    import deepspeed
-
     model = engine.model
-    stage3 = engine.engine.zero_optimization_stage() == 3
-    state: dict[str, torch.Tensor] = {}
-    for name, param in model.named_parameters():
-        with deepspeed.zero.GatheredParameters([param], enabled=stage3):
-            state[name] = param.detach().to("cpu", copy=True)
+    names = [name for name, _ in model.named_parameters()]
+    state = {name: t.to("cpu", copy=True) for name, t in _param_stream(engine, names)}
     for name, buf in model.named_buffers():
         state.setdefault(name, buf.detach().to("cpu", copy=True))
     return state
