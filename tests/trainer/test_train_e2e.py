@@ -98,8 +98,9 @@ def _kill_one_train_worker():
 
 def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_path):
     """tiny_vlm_cpu.yaml: images go to the rollout replica and into the learner batch; with two
-    mini-batches the old log-probs come from the learner; every sync is verified."""
-    trainer = _trainer(tmp_path, "configs/tiny_vlm_cpu.yaml", ["trainer.steps=2"], judge_url)
+    mini-batches the old log-probs come from the learner; every sync is verified; validation runs."""
+    extra = ["trainer.steps=2", "trainer.val_interval=2", "trainer.val_samples=2"]
+    trainer = _trainer(tmp_path, "configs/tiny_vlm_cpu.yaml", extra, judge_url)
     try:
         summary = trainer.run(progress=False)
     finally:
@@ -109,4 +110,6 @@ def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_pa
     assert [r["policy/version"] for r in rows] == [1.0, 2.0]
     assert all(r["sync/verified"] == 1.0 for r in rows)
     assert all(r["update/tokens"] > 0 for r in rows)
+    assert "val/reward_mean" not in rows[0] and rows[1]["val/unscored"] == 0.0
+    assert rows[1]["val/reward_mean"] is not None and rows[1]["time/val_s"] > 0
     assert (tmp_path / "summary.json").is_file()
