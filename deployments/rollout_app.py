@@ -29,10 +29,10 @@ from typing import Any
 from ray import serve
 
 from medix_ray.config import MedixConfig
-from medix_ray.data.prompts import PromptStyle, render_prompt
+from medix_ray.data.prompts import PromptStyle, is_multimodal
 from medix_ray.data.schema import Sample
 from medix_ray.rollout.fleet import STALE
-from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, on_gpu, set_cpu_env
+from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, on_gpu, set_cpu_env, vllm_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RolloutDeployment:
         self.cfg = cfg
         self.style = PromptStyle.from_config(cfg.data)
         self.renderer = load_prompt_renderer(model_path)
-        self.multimodal = getattr(self.renderer, "image_processor", None) is not None
+        self.multimodal = is_multimodal(self.renderer)
         self.backend = resolve_backend(cfg.sync.backend)
         kwargs = engine_kwargs(model_path, cfg.rollout, self.multimodal)
         start = time.monotonic()
@@ -81,13 +81,6 @@ class RolloutDeployment:
         logger.info("rollout replica %s up in %.1f s", self.replica_id, time.monotonic() - start)
 
     # -- rollouts ------------------------------------------------------------------------
-    def _prompt(self, sample: Sample) -> dict[str, Any]:
-        prompt: dict[str, Any] = {"prompt": render_prompt(sample, self.renderer, self.style)}
-        if sample.images:
-            images = sample.load_images()
-            prompt["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
-        return prompt
-
     async def generate(self, sample: Sample, sampling: dict[str, Any], min_version: int = 0) -> dict[str, Any]:
         """Returns the n responses to one sample with token ids, log-probs, finish reasons and version.
 
@@ -101,7 +94,7 @@ class RolloutDeployment:
             raise ValueError(f"unknown sampling parameters {sorted(unknown)}; expected {SAMPLING_KEYS}")
         if not self.healthy:
             raise RuntimeError(f"rollout replica {self.replica_id} is unhealthy: {self.failure}")
-        prompt = self._prompt(sample)  # decode images before waiting at the gate
+        prompt = vllm_prompt(sample, self.renderer, self.style)  # decode images before waiting at the gate
         await self._open.wait()
         if self.version < min_version:
             raise RuntimeError(

@@ -127,6 +127,13 @@ def _param_specs(engine, dtype: str) -> list[list]:
     return out
 
 
+def _resolve(payload: Any) -> Any:
+    """Returns a command's payload, fetched from the object store when it came as a reference."""
+    import ray
+
+    return ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+
+
 def _save_rng(path: Path) -> None:
     import random
 
@@ -198,7 +205,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                 ray.get(board.reply.remote(rank, cmd_id, None))
                 return
             if name == "logprobs":
-                shard: PolicyBatch = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                shard: PolicyBatch = _resolve(payload)
                 result: Any = (
                     batch_logprobs(engine.module, shard, learner_cfg.micro_batch_size, config["temperature"])
                     if shard.size
@@ -207,10 +214,10 @@ def learner_loop(config: dict[str, Any]) -> None:
             elif name == "ref_logprobs":
                 if reference is None:
                     raise ValueError("reference log-probs need algorithm.kl_coef > 0 (no reference model loaded)")
-                shard = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                shard = _resolve(payload)
                 result = batch_logprobs(reference, shard, learner_cfg.micro_batch_size, config["temperature"])
             elif name == "update":
-                shard = ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
+                shard = _resolve(payload)
                 per_mini = shard.size // learner_cfg.mini_batches_per_step
                 result = [
                     asdict(
@@ -260,11 +267,6 @@ def learner_loop(config: dict[str, Any]) -> None:
                 result = sender.send(
                     _param_stream(engine, [sp.name for sp in specs]), specs, checksum=payload["checksum"]
                 )
-            elif name == "sync_close":
-                if sender is not None:
-                    sender.close()
-                sender = None
-                result = True
             elif name == "objstore_push":
                 # The object-store baseline of bench/weight_sync.py: one Ray object per tensor (rank 0).
                 dtype = getattr(torch, payload["dtype"])

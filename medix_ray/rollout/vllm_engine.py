@@ -75,6 +75,15 @@ def load_prompt_renderer(model_path: str) -> Any:
     return AutoTokenizer.from_pretrained(model_path)
 
 
+def vllm_prompt(sample: Sample, renderer: Any, style: PromptStyle) -> dict[str, Any]:
+    """Returns the vLLM prompt of a sample: the rendered text, plus its decoded images."""
+    prompt: dict[str, Any] = {"prompt": render_prompt(sample, renderer, style)}
+    if sample.images:
+        images = sample.load_images()
+        prompt["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
+    return prompt
+
+
 class VLLMGenerator:
     """Generates responses for samples with an in-process vLLM engine."""
 
@@ -89,13 +98,6 @@ class VLLMGenerator:
         start = time.monotonic()
         self.llm = LLM(**engine_kwargs(model_path, cfg, self.multimodal))
         logger.info("vLLM engine for %s up in %.1f s", model_path, time.monotonic() - start)
-
-    def _request(self, sample: Sample) -> dict[str, Any]:
-        request: dict[str, Any] = {"prompt": render_prompt(sample, self.renderer, self.style)}
-        if sample.images:
-            images = sample.load_images()
-            request["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
-        return request
 
     def generate(
         self,
@@ -127,7 +129,7 @@ class VLLMGenerator:
             max_tokens=max_tokens or self.cfg.max_tokens,
             seed=seed,
         )
-        requests = [self._request(s) for s in samples]
+        requests = [vllm_prompt(s, self.renderer, self.style) for s in samples]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [
             Generation(

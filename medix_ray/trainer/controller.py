@@ -218,18 +218,14 @@ class Trainer:
         for ro in rollouts:
             bds = breakdowns[i : i + len(ro.responses)]
             i += len(ro.responses)
-            rewards: list[float | None] = []
-            for resp, bd in zip(ro.responses, bds, strict=True):
-                if bd["overall"] is None:
-                    rewards.append(None)
-                    continue
-                value = float(bd["overall"])
-                if a.overlong_shaping:
-                    length = torch.tensor([len(resp.token_ids)])
-                    value += float(
-                        overlong_penalty(length, self.cfg.rollout.max_tokens, a.overlong_buffer, a.overlong_penalty)[0]
-                    )
-                rewards.append(value)
+            shaping = [0.0] * len(ro.responses)
+            if a.overlong_shaping:
+                lengths = torch.tensor([len(resp.token_ids) for resp in ro.responses])
+                penalty = overlong_penalty(lengths, self.cfg.rollout.max_tokens, a.overlong_buffer, a.overlong_penalty)
+                shaping = penalty.tolist()
+            rewards = [
+                None if bd["overall"] is None else float(bd["overall"]) + p for bd, p in zip(bds, shaping, strict=True)
+            ]
             groups.append(ScoredGroup(ro, rewards, bds))
         return groups
 

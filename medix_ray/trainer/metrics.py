@@ -93,30 +93,29 @@ def plot_curves(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
 
     rows = read_metrics(metrics_path)
     out_dir = Path(out_dir)
-    written = []
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r.get("reward/mean") for r in rows], marker="o", label="train reward (mean)")
     val = [(r["step"], r["val/reward_mean"]) for r in rows if r.get("val/reward_mean") is not None]
+    reward_lines = [(steps, [r.get("reward/mean") for r in rows], "o", "train reward (mean)")]
     if val:
-        ax.plot(*zip(*val, strict=True), marker="s", label="validation reward (mean)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("composite reward")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    written.append(out_dir / "reward.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+        reward_lines.append((*zip(*val, strict=True), "s", "validation reward (mean)"))
+    components = ("reward/format", "reward/accuracy_llm", "reward/accuracy_embed", "reward/modality")
+    component_lines = [(steps, [r.get(k) for r in rows], ".", k.split("/")[1]) for k in components]
+    return [
+        _plot(plt, out_dir / "reward.png", "composite reward", reward_lines),
+        _plot(plt, out_dir / "components.png", "component mean", component_lines),
+    ]
+
+
+def _plot(plt, path: Path, ylabel: str, lines: list[tuple]) -> Path:
+    """Writes one line chart over steps; each line is (x, y, marker, label)."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("reward/format", "reward/accuracy_llm", "reward/accuracy_embed", "reward/modality"):
-        ax.plot(steps, [r.get(key) for r in rows], marker=".", label=key.split("/")[1])
+    for x, y, marker, label in lines:
+        ax.plot(x, y, marker=marker, label=label)
     ax.set_xlabel("step")
-    ax.set_ylabel("component mean")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    written.append(out_dir / "components.png")
-    fig.savefig(written[-1], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return written
+    return path

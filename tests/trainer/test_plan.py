@@ -52,41 +52,18 @@ def test_paper_recipes_fit_the_cluster_their_header_names(path):
     assert resource_plan(cfg).check({"CPU": cluster["CPU"], "GPU": cluster["GPU"] / 2})
 
 
-def test_dry_run_cli_checks_a_paper_recipe_here():
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medix_ray.cli",
-            "train",
-            "--config",
-            str(ROOT / "configs/paper/dapo_8b.yaml"),
-            "--dry-run",
-            "--assume-cluster",
-            "CPU=128,GPU=16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def _dry_run(config: str, cluster: str) -> subprocess.CompletedProcess:
+    command = ["train", "--config", str(ROOT / config), "--dry-run", "--assume-cluster", cluster]
+    return subprocess.run(
+        [sys.executable, "-m", "medix_ray.cli", *command], capture_output=True, text=True, timeout=120
     )
+
+
+def test_dry_run_cli_checks_a_paper_recipe_here():
+    out = _dry_run("configs/paper/dapo_8b.yaml", "CPU=128,GPU=16")
     assert out.returncode == 0, out.stderr
     assert "plan OK" in out.stdout and "rollout" in out.stdout and "judge" in out.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medix_ray.cli",
-            "train",
-            "--config",
-            str(ROOT / "configs/paper/dapo_8b.yaml"),
-            "--dry-run",
-            "--assume-cluster",
-            "CPU=128,GPU=4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = _dry_run("configs/paper/dapo_8b.yaml", "CPU=128,GPU=4")
     assert bad.returncode == 1 and "the plan needs 10.5 GPU but the cluster has 4" in bad.stdout
 
 
