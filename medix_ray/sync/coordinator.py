@@ -87,7 +87,12 @@ class WeightSync:
     def push(self, version: int) -> SyncReport:
         """Sends the learner's current weights to every replica; they then serve `version`."""
         start = time.monotonic()
-        roster = [r for r in self.fleet.replicas() if r.get("healthy", True)]
+        everyone = self.fleet.replicas()
+        roster = [r for r in everyone if r.get("healthy", True)]
+        if len(roster) < len(everyone):  # Serve is replacing them; they join once they come back
+            logger.warning(
+                "skipping unhealthy rollout replicas %s", [r["replica"] for r in everyone if r not in roster]
+            )
         if not roster:
             raise SyncError("no healthy rollout replica to sync")
         reformed = sorted(r["replica"] for r in roster) != self.members
