@@ -10,6 +10,8 @@
     medix-ray export runs/tiny_cpu/checkpoints/learner/checkpoint_<time> runs/tiny_cpu/hf
     medix-ray train --config configs/tiny_cpu.yaml
     medix-ray train --config configs/paper/dapo_8b.yaml --dry-run --assume-cluster CPU=64,GPU=8
+    medix-ray evaluate --model smollm2-135m-instruct --tasks llm --data-dir tests/eval/fixtures
+    medix-ray evaluate --model MBZUAI/MediX-R1-8B --tasks all --judge http://judge:8000/v1 --protocol both
 
 Every command that takes `--config` also takes `key=value` overrides after its options.
 """
@@ -291,6 +293,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medix_ray.eval.pipeline import PHASES
+    from medix_ray.eval.run import evaluate
+
+    overrides = list(args.overrides)
+    for flag, key in (
+        ("tasks", "tasks"),
+        ("judge", "judge"),
+        ("data_dir", "data_dir"),
+        ("limit", "limit"),
+        ("output_dir", "output_dir"),
+        ("protocol", "protocol"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            value = "[" + ",".join(value.split(",")) + "]" if key == "tasks" else value
+            overrides.append(f"eval.{key}={value}")
+    cfg = load_config(args.config, overrides)
+    phases = args.phases.split(",") if args.phases else list(PHASES)
+    try:
+        evaluate(cfg, args.model, address=args.address, phases=phases)
+    except KeyboardInterrupt:
+        print("medix-ray: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medix-ray", description="Ray-native medical RL for vision-language models")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -353,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(train)
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="the 17-benchmark LLM-as-judge evaluation: generate, judge, score, report")
+    ev.add_argument("--model", required=True, help="candidate: an offline model name, a local folder or a hub id")
+    ev.add_argument("--tasks", default=None, help="all | llm | vlm | comma-separated task names (eval.tasks)")
+    ev.add_argument(
+        "--judge", default=None, help="an OpenAI-compatible /v1 URL, or a model to serve locally (eval.judge)"
+    )
+    ev.add_argument("--data-dir", default=None, help="local copies of the datasets, <dir>/<task>/ (eval.data_dir)")
+    ev.add_argument("--limit", type=int, default=None, help="first N items per task (eval.limit)")
+    ev.add_argument("--output-dir", default=None, help="results folder; re-running continues there (eval.output_dir)")
+    ev.add_argument("--protocol", default=None, choices=("paper", "independent", "both"), help="judge protocol")
+    ev.add_argument("--phases", default=None, help="comma-separated subset of generate,judge,score,report")
+    ev.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    _add_config_args(ev)
+    ev.set_defaults(func=cmd_evaluate)
 
     srv = sub.add_parser("serve-rewards", help="run the reward service (Ray Serve) until Ctrl-C")
     srv.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")

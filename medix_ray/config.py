@@ -168,12 +168,32 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    tasks: list[str] = field(default_factory=lambda: ["all"])
-    data_dir: str = ""  # local copies of the task datasets
-    max_tokens: int = 2048
-    judge_rounds: int = 3
-    protocol: str = "paper"  # paper (chained rounds) | independent
+    tasks: list[str] = field(default_factory=lambda: ["all"])  # all | llm | vlm | task names
+    data_dir: str = ""  # local copies of the task datasets (<data_dir>/<task>/); empty: the hub
+    limit: int = 0  # first N items per task (0: all)
     output_dir: str = "runs/eval"
+    # generate: greedy, as the reference (temperature 0, top_p 1, max 2,048 new tokens)
+    max_tokens: int = 2048
+    max_model_len: int = 4096  # candidate engine context; a request's max_tokens is clipped to fit
+    system_prompt: str = ""  # the reference's SYSTEM_PROMPT (none by default)
+    force_think: bool = False  # the reference's FORCE_THINK: append " <think>" to the question
+    gen_batch_size: int = 64  # items per Ray Data batch into the engine (vLLM batches them continuously)
+    gen_num_cpus: float = 1.0
+    gen_num_gpus: float = 0.0  # 1 on a GPU cluster: each candidate engine actor takes a GPU
+    # judge: an OpenAI-compatible URL, or an offline model name / path served on 127.0.0.1 for the run
+    judge: str = "smollm2-135m-instruct"
+    judge_model: str = ""  # the served model name at a URL judge (default: what /v1/models lists first)
+    judge_api_key_env: str = "MEDIX_RAY_JUDGE_API_KEY"  # read from the environment, never logged
+    judge_max_tokens: int = 512
+    judge_timeout_s: float = 180.0
+    judge_max_retries: int = 2  # an unparseable reply or a failed request is retried, then counted as an error
+    judge_concurrency: int = 32
+    judge_batch_size: int = 64
+    judge_structured: bool = False  # constrain replies to {"score": n} with vLLM structured outputs
+    judge_rounds: int = 3  # paper: rounds in one conversation; independent: votes
+    protocol: str = "paper"  # paper (chained rounds) | independent (fresh votes) | both
+    vote_temperature: float = 0.0  # independent votes; at 0 the votes are identical, so one is asked
+    n_boot: int = 1000  # bootstrap resamples for the 95% intervals
 
 
 @dataclass
@@ -228,7 +248,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
     "algorithm.dynamic_sampling": ("none", "zero_variance", "mean_range"),
     "sync.backend": ("auto", "nccl", "gloo"),
-    "eval.protocol": ("paper", "independent"),
+    "eval.protocol": ("paper", "independent", "both"),
     "serve.judge_profile": ("tuned", "reference"),
 }
 

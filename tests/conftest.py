@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -67,3 +70,51 @@ def judge_url(smollm2_path) -> str:
     url = server.start()
     yield url
     server.stop()
+
+
+class _ChatStub(BaseHTTPRequestHandler):
+    """An OpenAI chat-completions endpoint whose behaviour the test scripts."""
+
+    script: list = []  # per request: an int HTTP status to fail with, or the reply text
+    default = "YES"
+    requests: list = []
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.lock:
+            type(self).requests.append(body)
+            action = type(self).script.pop(0) if type(self).script else type(self).default
+        if isinstance(action, int):
+            self.send_response(action)
+            self.end_headers()
+            self.wfile.write(b'{"error": "scripted failure"}')
+            return
+        payload = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": action}}],
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    """Returns (handler class, base URL) of a scripted chat-completions server: set `script` (per request an
+    HTTP status int or the reply text), `default`, and read `requests` (the JSON bodies received)."""
+    _ChatStub.script, _ChatStub.requests, _ChatStub.default = [], [], "YES"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _ChatStub, f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()

@@ -25,11 +25,13 @@ import os
 import random
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PROMPT_VERSION = {"paper": "paper-v1", "medix": "medix-v1"}
 
@@ -188,44 +190,76 @@ class OpenAIJudge:
             constrained=judge_cfg.constrained and preset != "paper",
         )
 
-    async def _ask(self, prompt: str) -> str:
+    async def chat(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        structured: dict | None = None,
+    ) -> str:
+        """Returns the assistant's reply to a chat (one HTTP request, no retry)."""
         extra: dict = {"chat_template_kwargs": {"enable_thinking": False}}
-        if self.constrained:
-            # vLLM's structured outputs: the reply can only be YES or NO, so even a small judge always
-            # gives a verdict (research/method.md §7: constrain the judge's output).
-            extra["structured_outputs"] = {"choice": ["YES", "NO"]}
+        if structured:
+            extra["structured_outputs"] = structured
         response = await self._client.chat.completions.create(
             model=self.model,
-            messages=[{"role": "user", "content": prompt}],
-            temperature=self.temperature,
+            messages=messages,
+            temperature=self.temperature if temperature is None else temperature,
             top_p=1.0,
-            max_tokens=self.max_tokens,
+            max_tokens=max_tokens or self.max_tokens,
             extra_body=extra,
         )
         return response.choices[0].message.content or ""
+
+    async def ask(
+        self,
+        messages: list[dict],
+        parse: Callable[[str], T | None],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        structured: dict | None = None,
+    ) -> tuple[T | None, str, int, str]:
+        """Returns (parsed value, last reply, attempts, last error) for one chat.
+
+        A request error, or a reply that `parse` maps to None, is retried with exponential backoff up to
+        `max_retries` times; the value is None only when every attempt failed, and the error says why.
+        """
+        semaphore = self._semaphores.setdefault(id(asyncio.get_running_loop()), asyncio.Semaphore(self.concurrency))
+        error, reply = "", ""
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                async with semaphore:
+                    reply = await self.chat(
+                        messages, max_tokens=max_tokens, temperature=temperature, structured=structured
+                    )
+                value = parse(reply)
+                if value is not None:
+                    return value, reply, attempt, ""
+                error = f"unparseable judge reply {reply[:80]!r}"
+            except Exception as exc:  # network, HTTP status and timeout errors are all retried alike
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            if attempt <= self.max_retries:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+        return None, reply, self.max_retries + 1, error
 
     async def _one(self, prompt: str) -> JudgeVerdict:
         key = VerdictCache.key(self.model, prompt)
         cached = self.cache.get(key)
         if cached is not None:
             return JudgeVerdict(cached, "cached")
-        semaphore = self._semaphores.setdefault(id(asyncio.get_running_loop()), asyncio.Semaphore(self.concurrency))
-        error, reply = "", ""
-        for attempt in range(1, self.max_retries + 2):
-            try:
-                async with semaphore:
-                    reply = await self._ask(prompt)
-                score = parse_verdict(self.preset, reply)
-                if score is not None:
-                    self.cache.put(key, score)
-                    return JudgeVerdict(score, "scored", reply, attempt)
-                error = f"no YES/NO verdict in judge reply {reply[:80]!r}"
-            except Exception as exc:  # network, HTTP status and timeout errors are all retried alike
-                error = f"{type(exc).__name__}: {exc}"[:300]
-            if attempt <= self.max_retries:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-        logger.warning("judge %s gave no verdict after %d attempts: %s", self.base_url, self.max_retries + 1, error)
-        return JudgeVerdict(None, "judge_error", reply, self.max_retries + 1, error)
+        # vLLM's structured outputs: the reply can only be YES or NO, so even a small judge always
+        # gives a verdict (research/method.md §7: constrain the judge's output).
+        structured = {"choice": ["YES", "NO"]} if self.constrained else None
+        score, reply, attempts, error = await self.ask(
+            [{"role": "user", "content": prompt}], lambda r: parse_verdict(self.preset, r), structured=structured
+        )
+        if score is not None:
+            self.cache.put(key, score)
+            return JudgeVerdict(score, "scored", reply, attempts)
+        logger.warning("judge %s gave no verdict after %d attempts: %s", self.base_url, attempts, error)
+        return JudgeVerdict(None, "judge_error", reply, attempts, error)
 
     async def verdicts(self, prompts: Sequence[str]) -> list[JudgeVerdict]:
         """Returns one verdict per prompt, in order; failures come back as `judge_error`, never raise."""
@@ -234,6 +268,6 @@ class OpenAIJudge:
     async def check(self) -> None:
         """Raises JudgeUnavailableError unless the endpoint answers one request (a start-up health check)."""
         try:
-            await self._ask("Reply with the word YES.")
+            await self.chat([{"role": "user", "content": "Reply with the word YES."}])
         except Exception as exc:
             raise JudgeUnavailableError(f"judge at {self.base_url} (model {self.model}) is unavailable: {exc}") from exc

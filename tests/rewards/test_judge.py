@@ -1,8 +1,7 @@
 """The judge prompts, verdict parsing, and the OpenAI-protocol client against a local stub server."""
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -41,52 +40,6 @@ def test_prompts_carry_their_inputs():
     assert "Question: What happened?\n" in medix and "not instructions" in medix
     with pytest.raises(ValueError, match="unknown reward preset"):
         judge_prompt("lenient", "a", "b")
-
-
-class _Stub(BaseHTTPRequestHandler):
-    """An OpenAI chat-completions endpoint whose behaviour the test scripts."""
-
-    script: list = []  # per request: an int HTTP status to fail with, or the reply text
-    default = "YES"
-    requests: list = []
-    lock = threading.Lock()
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.lock:
-            type(self).requests.append(body)
-            action = type(self).script.pop(0) if type(self).script else type(self).default
-        if isinstance(action, int):
-            self.send_response(action)
-            self.end_headers()
-            self.wfile.write(b'{"error": "scripted failure"}')
-            return
-        payload = {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": action}}],
-        }
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def stub():
-    _Stub.script, _Stub.requests, _Stub.default = [], [], "YES"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield _Stub, f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
 
 
 def _judge(url, **kw):
@@ -163,11 +116,12 @@ def test_empty_base_url_is_rejected():
         OpenAIJudge("", "m")
 
 
-def test_endpoint_dying_mid_batch_gives_verdicts_or_judge_errors_never_zero():
+def test_endpoint_dying_mid_batch_gives_verdicts_or_judge_errors_never_zero(stub):
     """The first 10 requests are answered, then the server goes away: nothing is lost, nothing is a silent 0."""
+    handler, _ = stub
     answered = []
 
-    class Dying(_Stub):
+    class Dying(handler):
         def do_POST(self):  # noqa: N802
             if len(answered) >= 10:
                 self.connection.close()  # as a crashed server: the connection drops without a reply
@@ -175,7 +129,7 @@ def test_endpoint_dying_mid_batch_gives_verdicts_or_judge_errors_never_zero():
             answered.append(1)
             super().do_POST()
 
-    _Stub.script, _Stub.requests, _Stub.default = [], [], "NO"
+    handler.default = "NO"
     server = ThreadingHTTPServer(("127.0.0.1", 0), Dying)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
