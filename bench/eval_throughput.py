@@ -33,13 +33,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medix_ray.eval.judging import REEVALUATE, final_answer, judge_prompt  # noqa: E402
+from medix_ray.eval.judging import REEVALUATE, final_answer, judge_prompt, structured_score  # noqa: E402
 
 
 def bench_items(samples: int, data_dir: Path) -> list:
     """Returns `samples` distinct text-task items, built from the task fixtures (written into data_dir)."""
     sys.path.insert(0, str(ROOT / "tests/eval/fixtures"))
     from build_fixtures import build
+
     from medix_ray.eval.tasks import load_registry, load_task, select_tasks
 
     specs = select_tasks(["llm"], load_registry())
@@ -90,30 +91,42 @@ def _reference_parse(reply: str):
 
 
 def _judge_one(args: tuple) -> None:
-    base_url, model, item, prediction, max_tokens, out = args
+    base_url, model, item, prediction, max_tokens, structured, out = args
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key="EMPTY", timeout=180)
     messages = [
         {"role": "user", "content": judge_prompt(item["template"], item["question"], item["answer"], prediction)}
     ]
+    # The same request body as the pipeline's judge client sends.
+    extra: dict = {"chat_template_kwargs": {"enable_thinking": False}}
+    if structured:
+        extra["structured_outputs"] = structured_score(item["kind"])
     scores = []
     for _ in range(3):
         reply = client.chat.completions.create(
-            model=model, messages=messages, temperature=0.0, top_p=1.0, max_tokens=max_tokens
+            model=model, messages=messages, temperature=0.0, top_p=1.0, max_tokens=max_tokens, extra_body=extra
         )
         text = reply.choices[0].message.content or ""
         scores.append(_reference_parse(text))
         messages += [{"role": "assistant", "content": text}, {"role": "user", "content": REEVALUATE}]
-    score = 1.0 if scores.count(1) >= 2 else 0.0  # the reference's rule (a string "1" counts 0)
+    if item["kind"] == "binary":
+        score = 1.0 if scores.count(1) >= 2 else 0.0  # the reference's rule (a string "1" counts 0)
+    else:
+        score = sum(s for s in scores if isinstance(s, int | float)) / 3
     _append_locked(out, {"id": item["id"], "score": score, "rounds": scores})
 
 
-def run_baseline(items: list, model: str, workers: int, max_tokens: int, judge_max_tokens: int, out: Path) -> dict:
+def run_baseline(
+    items: list, model: str, workers: int, max_tokens: int, judge_max_tokens: int, structured: bool, out: Path
+) -> dict:
     from medix_ray.rewards.judge_server import LocalJudgeServer
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": it.id, "question": it.question, "answer": it.answer, "template": it.template} for it in items]
+    rows = [
+        {"id": it.id, "question": it.question, "answer": it.answer, "template": it.template, "kind": it.kind}
+        for it in items
+    ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
     t0 = time.monotonic()
     with LocalJudgeServer(model, profile="reference", max_model_len=4096) as url:
@@ -128,7 +141,7 @@ def run_baseline(items: list, model: str, workers: int, max_tokens: int, judge_m
     with LocalJudgeServer(model, profile="reference", max_model_len=4096) as url:
         t_up2 = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
-            jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, judge_path) for r in rows]
+            jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
             list(pool.map(_judge_one, jobs))
     t_end = time.monotonic()
     scores = {json.loads(line)["id"]: json.loads(line)["score"] for line in open(judge_path, encoding="utf-8")}
@@ -145,7 +158,7 @@ def run_baseline(items: list, model: str, workers: int, max_tokens: int, judge_m
 # -- (b) medix-ray ----------------------------------------------------------------------------------------
 
 
-def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int, out: Path) -> dict:
+def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int, structured: bool, out: Path) -> dict:
     import medix_ray.eval.pipeline as pipeline
     from medix_ray.config import EvalConfig
 
@@ -155,6 +168,7 @@ def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int
         max_tokens=max_tokens,
         judge=model,
         judge_max_tokens=judge_max_tokens,
+        judge_structured=structured,
         protocol="paper",
         n_boot=200,
     )
@@ -188,6 +202,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--judge-max-tokens", type=int, default=64)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument(
+        "--unstructured",
+        action="store_true",
+        help="send the judge free-form requests (SmolLM2-135M then rarely writes the JSON: most items fail)",
+    )
     parser.add_argument("--out", default="runs/bench/eval_throughput")
     args = parser.parse_args()
 
@@ -200,10 +219,13 @@ def main() -> None:
     items = bench_items(args.samples, out / "data")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-    baseline = run_baseline(items, args.model, args.workers, args.max_tokens, args.judge_max_tokens, out / "baseline")
+    structured = not args.unstructured
+    baseline = run_baseline(
+        items, args.model, args.workers, args.max_tokens, args.judge_max_tokens, structured, out / "baseline"
+    )
     ray.init(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
-        ours = run_pipeline(items, args.model, args.max_tokens, args.judge_max_tokens, out / "pipeline")
+        ours = run_pipeline(items, args.model, args.max_tokens, args.judge_max_tokens, structured, out / "pipeline")
     finally:
         ray.shutdown()
 

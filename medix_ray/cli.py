@@ -29,6 +29,8 @@ from pathlib import Path
 from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
 from medix_ray.data.readers import DataSourceError
 from medix_ray.data.schema import SampleError
+from medix_ray.eval.pipeline import EvalInputError
+from medix_ray.eval.tasks import TaskDataError
 from medix_ray.learner.export import CheckpointError
 from medix_ray.models import ModelUnavailableError
 from medix_ray.rewards.http_client import RewardServiceError
@@ -420,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         JudgeUnavailableError,
         RewardServiceError,
         CheckpointError,
+        EvalInputError,
+        TaskDataError,
     ) as exc:
         print(f"medix-ray: error: {exc}", file=sys.stderr)
         return 2

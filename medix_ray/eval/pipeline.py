@@ -68,7 +68,10 @@ def load_items(cfg: EvalConfig) -> tuple[list[Any], list[EvalItem]]:
     """Returns (task specs, items) of the configured selection; raises TaskDataError for a bad local copy."""
     from medix_ray.eval.tasks import load_registry, load_task, select_tasks
 
-    specs = select_tasks(cfg.tasks, load_registry())
+    try:
+        specs = select_tasks(cfg.tasks, load_registry())
+    except ValueError as exc:
+        raise EvalInputError(f"eval.tasks: {exc}") from exc
     items: list[EvalItem] = []
     for spec in specs:
         items.extend(load_task(spec, cfg.data_dir or None, cfg.limit))
