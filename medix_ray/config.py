@@ -177,7 +177,7 @@ class EvalConfig:
     max_model_len: int = 4096  # candidate engine context; a request's max_tokens is clipped to fit
     system_prompt: str = ""  # the reference's SYSTEM_PROMPT (none by default)
     force_think: bool = False  # the reference's FORCE_THINK: append " <think>" to the question
-    gen_batch_size: int = 64  # items per Ray Data batch into the engine (vLLM batches them continuously)
+    gen_batch_size: int = 256  # items per Ray Data batch handed to the engine at once (larger: fewer decode steps)
     gen_num_cpus: float = 1.0
     gen_num_gpus: float = 0.0  # 1 on a GPU cluster: each candidate engine actor takes a GPU
     # judge: an OpenAI-compatible URL, or an offline model name / path served on 127.0.0.1 for the run

@@ -19,10 +19,12 @@ are not judged again, and failed ones (generation or judge errors) are retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,31 +348,35 @@ def run_evaluation(
     gen_store = PhaseStore(out / "generations")
     logger.info("evaluating %s on %d task(s), %d item(s); results in %s", model, len(specs), len(items), out)
 
-    if "generate" in phases:
-        model_path = resolve_model(model)
-        image_tasks = sorted({it.task for it in items if it.image is not None})
-        if image_tasks and not is_multimodal(load_prompt_renderer(model_path)):
-            raise EvalInputError(
-                f"model {model!r} is text-only but tasks {image_tasks} have images; "
-                "evaluate a vision-language model or select --tasks llm"
-            )
-        t0 = time.monotonic()
-        connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
-        result.generated = generate_phase(items, gen_store, model_path, cfg, rollout_cfg, progress)
-        result.seconds["generate"] = time.monotonic() - t0
-    answers = {i: row for i, row in gen_store.rows().items() if i in {it.id for it in items}}
+    # A judge we serve ourselves starts now, in the background: its start-up overlaps generation.
+    server, server_up, waiter = None, None, None
+    if "judge" in phases and not cfg.judge.startswith(("http://", "https://")):
+        server = LocalJudgeServer(cfg.judge, max_model_len=cfg.max_model_len)
+        server.launch()  # from this thread: see LocalJudgeServer.launch
+        waiter = ThreadPoolExecutor(1, thread_name_prefix="judge-server")
+        server_up = waiter.submit(server.wait_ready)
+    try:
+        if "generate" in phases:
+            model_path = resolve_model(model)
+            image_tasks = sorted({it.task for it in items if it.image is not None})
+            if image_tasks and not is_multimodal(load_prompt_renderer(model_path)):
+                raise EvalInputError(
+                    f"model {model!r} is text-only but tasks {image_tasks} have images; "
+                    "evaluate a vision-language model or select --tasks llm"
+                )
+            t0 = time.monotonic()
+            connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
+            result.generated = generate_phase(items, gen_store, model_path, cfg, rollout_cfg, progress)
+            result.seconds["generate"] = time.monotonic() - t0
+        answers = {i: row for i, row in gen_store.rows().items() if i in {it.id for it in items}}
 
-    if "judge" in phases:
-        t0 = time.monotonic()
-        server = None
-        base_url = cfg.judge
-        if not cfg.judge.startswith(("http://", "https://")):
-            server = LocalJudgeServer(cfg.judge, max_model_len=cfg.max_model_len)
-            base_url = server.start()
-        try:
-            judge_model = cfg.judge_model or (
-                server.served_model if server else served_model_name(base_url, cfg.judge_api_key_env)
-            )
+        if "judge" in phases:
+            t0 = time.monotonic()
+            if server is not None:
+                base_url, judge_model = server_up.result(), cfg.judge_model or server.served_model
+            else:
+                base_url = cfg.judge
+                judge_model = cfg.judge_model or served_model_name(base_url, cfg.judge_api_key_env)
             check_judge(base_url, judge_model, cfg)
             missing = [it.id for it in items if it.id not in answers]
             if missing:
@@ -381,10 +387,13 @@ def run_evaluation(
             for protocol in protocols(cfg):
                 store = PhaseStore(out / f"judgments-{protocol}")
                 result.judged[protocol] = judge_phase(answers, store, base_url, judge_model, cfg, protocol, progress)
-        finally:
-            if server is not None:
-                server.stop()
-        result.seconds["judge"] = time.monotonic() - t0
+            result.seconds["judge"] = time.monotonic() - t0
+    finally:
+        if server is not None:
+            server.stop()  # also ends a wait_ready still polling
+            with contextlib.suppress(Exception):  # a start-up failure was raised above, or is moot now
+                server_up.result()
+            waiter.shutdown()
 
     if "score" in phases or "report" in phases:
         order = [s.name for s in specs]

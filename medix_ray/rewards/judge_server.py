@@ -118,6 +118,15 @@ class LocalJudgeServer:
 
     def start(self) -> str:
         """Starts the server and returns its base URL once /health answers."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
+        """Starts the server process and returns at once.
+
+        Call it from a thread that outlives the server (the main thread): Linux delivers the parent-death
+        signal when the launching *thread* exits, which would stop a server launched from a worker thread.
+        """
         cmd = server_command(resolve_model(self.model), self.port, self.served_model, self.profile, self.max_model_len)
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
@@ -127,6 +136,11 @@ class LocalJudgeServer:
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
         )
+
+    def wait_ready(self) -> str:
+        """Returns the base URL once /health answers; raises if the process exits or the start-up times out."""
+        if self.process is None:
+            raise RuntimeError("judge server not launched; call launch() first")
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
