@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -87,8 +88,8 @@ def _item_row(item: EvalItem) -> dict[str, Any]:
 
 
 def _stored_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns a row as it is stored: JSON-safe, without image bytes."""
-    return {k: v for k, v in row.items() if k != "image"}
+    """Returns a row as it is stored: JSON-safe, without image bytes (pandas' NaN for a missing score is None)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "image"}
 
 
 def _stream(ds: Any, store: PhaseStore, total: int, desc: str, progress: bool) -> int:

@@ -115,3 +115,10 @@ def test_cli_unreachable_judge_is_a_clear_error(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "judge at http://127.0.0.1:9/v1 is unavailable" in err
+
+
+def test_stored_rows_have_no_nan_and_no_image():
+    from medix_ray.eval.pipeline import _stored_row
+
+    out = _stored_row({"id": "a", "score": float("nan"), "image": b"x", "n": 1.5})
+    assert out == {"id": "a", "score": None, "n": 1.5}
