@@ -13,6 +13,7 @@ status `generation_error` and the reason; the rest of its batch is answered.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -69,8 +70,7 @@ class CandidateGenerator:
         from medix_ray.data.prompts import is_multimodal
         from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, set_cpu_env
 
-        cfg = rollout_cfg or RolloutConfig()
-        cfg = type(cfg)(**{**cfg.__dict__, "max_model_len": max_model_len})
+        cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
         set_cpu_env(cfg)
         from vllm import LLM
 

@@ -91,6 +91,11 @@ def judge_prompt(template: str, question: str, answer: str, prediction: str) -> 
     return body.format(question=question.strip(), answer=answer.strip(), prediction=prediction.strip())
 
 
+def item_prompt(row: Mapping[str, Any]) -> str:
+    """Returns the judge's first message for an answered item row (template, question, answer, prediction)."""
+    return judge_prompt(row["template"], row["question"], row["answer"], final_answer(row["prediction"] or ""))
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -178,7 +183,7 @@ async def judge_item(
     import asyncio
 
     kind = row["kind"]
-    prompt = judge_prompt(row["template"], row["question"], row["answer"], final_answer(row["prediction"] or ""))
+    prompt = item_prompt(row)
     extra = {"max_tokens": max_tokens, "structured": structured_score(kind) if structured else None}
 
     def parse(reply: str) -> float | None:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medix_ray.cluster import worker_env
 from medix_ray.config import EvalConfig, RolloutConfig
-from medix_ray.eval.judging import judge_item, work_key
+from medix_ray.eval.judging import item_prompt, judge_item, work_key
 from medix_ray.eval.records import EvalItem
+from medix_ray.eval.report import folder_safe
 from medix_ray.eval.store import PhaseStore
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,9 @@ class EvalResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def model_label(model: str) -> str:
-    """Returns a folder-safe name for a model id or path (its last path component)."""
-    name = Path(model.rstrip("/")).name or model
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+def is_url(judge: str) -> bool:
+    """Returns whether eval.judge names an endpoint (else it names a model we serve for the run)."""
+    return judge.startswith(("http://", "https://"))
 
 
 def protocols(cfg: EvalConfig) -> list[str]:
@@ -174,11 +174,8 @@ class JudgeWorker:
         self.done: dict[str, asyncio.Future] = {}
 
     async def _judge(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        from medix_ray.eval.judging import final_answer, judge_prompt
-
         cfg = self.cfg
-        prompt = judge_prompt(row["template"], row["question"], row["answer"], final_answer(row["prediction"] or ""))
-        key = work_key(self.protocol, cfg.judge_rounds, cfg.vote_temperature, self.judge.model, prompt)
+        key = work_key(self.protocol, cfg.judge_rounds, cfg.vote_temperature, self.judge.model, item_prompt(row))
         if key is not None and key in self.done:
             return dict(await self.done[key], reused=True)
         task = asyncio.ensure_future(
@@ -301,20 +298,24 @@ def connect_ray(address: str | None = None, kv_cache_space_gib: int = 1) -> None
 
     if ray.is_initialized():
         return
-    root = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_space_gib), "PYTHONPATH": path}
     # A small CPU machine is oversubscribed: Ray Data's tasks and the engine actor need whole CPUs
     # (research/feasibility.md), and the engine and the judge server time-share the cores anyway.
     num_cpus = None if address else max(os.cpu_count() or 1, 4)
-    ray.init(address=address, num_cpus=num_cpus, runtime_env={"env_vars": env}, log_to_driver=False)
+    ray.init(
+        address=address,
+        num_cpus=num_cpus,
+        runtime_env={"env_vars": worker_env(kv_cache_space_gib)},
+        log_to_driver=False,
+    )
 
 
-def _complete(items: Sequence[EvalItem], rows: Mapping[str, Mapping[str, Any]], phase: str) -> None:
-    """Raises RuntimeError naming the first item a phase lost (a gap is a bug, never a silent omission)."""
+def _require_rows(items: Sequence[EvalItem], rows: Mapping[str, Any], what: str, phase: str) -> None:
+    """Raises EvalInputError naming items the earlier phase has no row for (a gap is never silently skipped)."""
     missing = [it.id for it in items if it.id not in rows]
     if missing:
-        raise RuntimeError(f"{phase}: {len(missing)} item(s) have no row, e.g. {missing[:5]}")
+        raise EvalInputError(
+            f"{len(missing)} item(s) have no {what} yet (e.g. {missing[:3]}); run the {phase} phase first"
+        )
 
 
 def run_evaluation(
@@ -344,14 +345,14 @@ def run_evaluation(
     if unknown:
         raise EvalInputError(f"unknown phase(s) {unknown}; expected some of {', '.join(PHASES)}")
     specs, items = selection or load_items(cfg)
-    out = Path(cfg.output_dir) / model_label(model)
+    out = Path(cfg.output_dir) / folder_safe(model)
     result = EvalResult(out_dir=out, items=len(items))
     gen_store = PhaseStore(out / "generations")
     logger.info("evaluating %s on %d task(s), %d item(s); results in %s", model, len(specs), len(items), out)
 
     # A judge we serve ourselves starts now, in the background: its start-up overlaps generation.
     server, server_up, waiter = None, None, None
-    if "judge" in phases and not cfg.judge.startswith(("http://", "https://")):
+    if "judge" in phases and not is_url(cfg.judge):
         server = LocalJudgeServer(cfg.judge, max_model_len=cfg.max_model_len)
         server.launch()  # from this thread: see LocalJudgeServer.launch
         waiter = ThreadPoolExecutor(1, thread_name_prefix="judge-server")
@@ -369,7 +370,8 @@ def run_evaluation(
             connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
             result.generated = generate_phase(items, gen_store, model_path, cfg, rollout_cfg, progress)
             result.seconds["generate"] = time.monotonic() - t0
-        answers = {i: row for i, row in gen_store.rows().items() if i in {it.id for it in items}}
+        ids = {it.id for it in items}
+        answers = {i: row for i, row in gen_store.rows().items() if i in ids}
 
         if "judge" in phases:
             t0 = time.monotonic()
@@ -379,11 +381,7 @@ def run_evaluation(
                 base_url = cfg.judge
                 judge_model = cfg.judge_model or served_model_name(base_url, cfg.judge_api_key_env)
             check_judge(base_url, judge_model, cfg)
-            missing = [it.id for it in items if it.id not in answers]
-            if missing:
-                raise EvalInputError(
-                    f"{len(missing)} item(s) have no answer yet (e.g. {missing[:3]}); run the generate phase first"
-                )
+            _require_rows(items, answers, "answer", "generate")
             connect_ray(address)
             for protocol in protocols(cfg):
                 store = PhaseStore(out / f"judgments-{protocol}")
@@ -396,17 +394,18 @@ def run_evaluation(
                 server_up.result()
             waiter.shutdown()
 
+    judgments: dict[str, dict[str, dict[str, Any]]] = {}  # protocol -> id -> judgment row
     if "score" in phases or "report" in phases:
         order = [s.name for s in specs]
         for protocol in protocols(cfg):
-            rows = PhaseStore(out / f"judgments-{protocol}").rows()
-            rows = {i: r for i, r in rows.items() if i in answers}
-            _complete(items, rows, f"judge ({protocol})")
+            rows = {i: r for i, r in PhaseStore(out / f"judgments-{protocol}").rows().items() if i in answers}
+            _require_rows(items, rows, f"judgment ({protocol} protocol)", "judge")
+            judgments[protocol] = rows
             result.tables[protocol] = score_records(rows.values(), task_order=order, n_boot=cfg.n_boot)
 
     if "report" in phases:
         primary = protocols(cfg)[0]
-        judged = PhaseStore(out / f"judgments-{primary}").rows()
+        judged = judgments[primary]
         samples = [
             dict(
                 id=i,
@@ -423,9 +422,9 @@ def run_evaluation(
         result.files = write_report(
             out / "report",
             result.tables[primary],
-            model=model_label(model),
+            model=folder_safe(model),
             protocol=primary,
-            judge=cfg.judge if cfg.judge.startswith("http") else model_label(cfg.judge),
+            judge=cfg.judge if is_url(cfg.judge) else folder_safe(cfg.judge),
             samples=samples,
             leaderboard=load_leaderboard(),
             extra=extra or None,

@@ -33,6 +33,7 @@ import torch
 
 from medix_ray.algorithms.advantages import group_advantages
 from medix_ray.algorithms.sampling import filter_groups, overlong_penalty
+from medix_ray.cluster import worker_env
 from medix_ray.config import MedixConfig, to_yaml
 from medix_ray.data.prompts import PromptStyle
 from medix_ray.data.schema import Sample
@@ -113,7 +114,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         if not ray.is_initialized():
-            env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib), "PYTHONPATH": _pythonpath()}
+            env = worker_env(cfg.rollout.kv_cache_space_gib)
             num_cpus = self.num_cpus
             if self.address is None and num_cpus is None and not torch.cuda.is_available():
                 num_cpus = local_cpus(cfg)
@@ -512,10 +513,3 @@ def local_cpus(cfg: MedixConfig) -> int:
     from medix_ray.trainer.plan import resource_plan
 
     return max(os.cpu_count() or 1, 4, math.ceil(resource_plan(cfg).totals()["CPU"]))
-
-
-def _pythonpath() -> str:
-    """Returns PYTHONPATH with the repository root, so Ray workers import medix_ray and deployments."""
-    root = str(Path(__file__).resolve().parents[2])
-    current = os.environ.get("PYTHONPATH", "")
-    return root if not current else f"{root}{os.pathsep}{current}"

@@ -4,7 +4,8 @@ import pandas as pd
 
 from medix_ray.cli import main
 from medix_ray.config import EvalConfig
-from medix_ray.eval.pipeline import JudgeWorker, judgment_row, model_label, protocols
+from medix_ray.eval.pipeline import JudgeWorker, is_url, judgment_row, protocols
+from medix_ray.eval.report import folder_safe
 
 ROW = {
     "id": "medqa_0",
@@ -64,8 +65,9 @@ def test_generation_failures_carry_their_status_into_the_judgment():
 
 
 def test_helpers():
-    assert model_label("/models/MBZUAI/MediX-R1-8B/") == "MediX-R1-8B"
-    assert model_label("org/name with space") == "name_with_space"
+    assert folder_safe("/models/MBZUAI/MediX-R1-8B/") == "MediX-R1-8B"
+    assert folder_safe("org/name with space") == "name_with_space"
+    assert is_url("https://judge/v1") and is_url("http://127.0.0.1:8000/v1") and not is_url("httpd-model")
     assert protocols(EvalConfig(protocol="both")) == ["paper", "independent"]
 
 
