@@ -6,17 +6,19 @@ Same items (the text tasks' fixtures, grown to `samples` distinct questions), sa
 (SmolLM2-135M-Instruct, greedy), same judge model (SmolLM2-135M-Instruct), same templates and the
 paper's protocol (3 rounds in one conversation), same request settings, same machine:
 
-(a) baseline, built the way the reference works (research/method.md §4.1): a vLLM OpenAI server
+(a) baseline, built the way the reference works (docs/method.md §4.1): a vLLM OpenAI server
     with default settings for the candidate; a ProcessPoolExecutor of `workers` processes sends one
     chat request per item (a new client per request) and appends each answer to a JSONL file under a
     file lock; then the same for the judge, one item per task, its 3 rounds sent one after another;
-(b) medix-ray: `run_evaluation` — Ray Data streams the items into an in-process vLLM engine in
-    batches, then into a judge actor with an async client against a judge server with prefix
-    caching; identical deterministic judgements are made once.
+(b) medix-ray: `run_evaluation` with its defaults — one Ray Data stream generate → judge: an
+    in-process vLLM candidate engine answers batches, and each answered batch goes at once to a judge
+    actor holding an in-process vLLM judge engine (prefix caching), which runs the paper protocol's
+    rounds as batched chat generation (the same conversations the baseline sends over HTTP) and stops
+    a binary item after two agreeing rounds (exact early decision); both engines start together.
 
 Both include starting their engines. Reported: seconds and samples/s of each, the ratio, per-phase
-times, and whether the two agree on the final scores item by item (they use the same greedy
-candidate and temperature-0 judge, so most items should agree; vLLM batching makes the rest differ).
+times of the baseline, the judge rounds each side asked and the rounds saved, and whether the two agree
+on the final score item by item (same greedy candidate, same temperature-0 judge and request bodies).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medix_ray.eval.judging import REEVALUATE, final_answer, judge_prompt, structured_score  # noqa: E402
+from medix_ray.eval.judging import (  # noqa: E402
+    REEVALUATE,
+    attack_judgment,
+    final_answer,
+    judge_prompt,
+    structured_score,
+)
 
 
 def bench_items(samples: int, data_dir: Path) -> list:
@@ -94,6 +102,12 @@ def _judge_one(args: tuple) -> None:
     base_url, model, item, prediction, max_tokens, structured, out = args
     from openai import OpenAI
 
+    # A prediction that attacks the judge is decided without it on both sides (judging.attack_judgment).
+    attack = attack_judgment({"prediction": prediction, "answer": item["answer"], "question": item["question"]})
+    if attack is not None:
+        _append_locked(out, {"id": item["id"], "score": attack["score"], "rounds": []})
+        return
+
     client = OpenAI(base_url=base_url, api_key="EMPTY", timeout=180)
     messages = [
         {"role": "user", "content": judge_prompt(item["template"], item["question"], item["answer"], prediction)}
@@ -144,8 +158,10 @@ def run_baseline(
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
             list(pool.map(_judge_one, jobs))
     t_end = time.monotonic()
-    scores = {json.loads(line)["id"]: json.loads(line)["score"] for line in open(judge_path, encoding="utf-8")}
+    judged = [json.loads(line) for line in open(judge_path, encoding="utf-8")]
+    scores = {r["id"]: r["score"] for r in judged}
     return {
+        "rounds_asked": sum(len(r["rounds"]) for r in judged),
         "seconds": t_end - t0,
         "generate_s": t_gen - t_up,
         "judge_s": t_end - t_up2,
@@ -178,14 +194,14 @@ def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int
     )
     seconds = time.monotonic() - t0
     rows = pipeline.PhaseStore(result.out_dir / "judgments-paper").rows()
-    scores = {i: r["score"] for i, r in rows.items()}
-    reused = sum(1 for r in rows.values() if r.get("reused"))
+    table = result.tables["paper"]
     return {
         "seconds": seconds,
-        "scores": scores,
-        "reused_judgements": reused,
-        "generate_s": result.seconds["generate"],
-        "judge_s": result.seconds["judge"],
+        "scores": {i: r["score"] for i, r in rows.items()},
+        "reused_judgements": sum(1 for r in rows.values() if r.get("reused")),
+        "rounds_asked": table.rounds_asked,
+        "rounds_saved": table.rounds_saved,
+        "phase_s": {k: round(v, 1) for k, v in result.seconds.items()},
     }
 
 
@@ -223,11 +239,15 @@ def main() -> None:
     baseline = run_baseline(
         items, args.model, args.workers, args.max_tokens, args.judge_max_tokens, structured, out / "baseline"
     )
+    t_ray = time.monotonic()  # starting Ray is part of the pipeline's cost
     ray.init(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray_init_s = time.monotonic() - t_ray
     try:
         ours = run_pipeline(items, args.model, args.max_tokens, args.judge_max_tokens, structured, out / "pipeline")
     finally:
         ray.shutdown()
+    ours["seconds"] += ray_init_s
+    ours["phase_s"]["ray_init"] = round(ray_init_s, 1)
 
     agree = sum(1 for i, s in baseline["scores"].items() if ours["scores"].get(i) == s)
     n = len(items)
@@ -238,13 +258,18 @@ def main() -> None:
         "baseline_generate_s": round(baseline["generate_s"], 1),
         "baseline_judge_s": round(baseline["judge_s"], 1),
         "pipeline_s": round(ours["seconds"], 1),
-        "pipeline_generate_s": round(ours["generate_s"], 1),
-        "pipeline_judge_s": round(ours["judge_s"], 1),
+        "pipeline_phase_s": ours["phase_s"],
         "baseline_samples_per_s": round(n / baseline["seconds"], 3),
         "pipeline_samples_per_s": round(n / ours["seconds"], 3),
         "ratio": round(baseline["seconds"] / ours["seconds"], 2),
         "reused_judgements": ours["reused_judgements"],
+        "baseline_rounds_asked": baseline["rounds_asked"],
+        "pipeline_rounds_asked": ours["rounds_asked"],
+        "pipeline_rounds_saved": ours["rounds_saved"],
         "score_agreement": f"{agree}/{n}",
+        "disagreements": {
+            i: [s, ours["scores"].get(i)] for i, s in baseline["scores"].items() if ours["scores"].get(i) != s
+        },
         "settings": vars(args),
     }
     (out / "result.json").write_text(json.dumps(report, indent=2))

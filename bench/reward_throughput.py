@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,8 +73,8 @@ def reference_way(items: list[dict], base_url: str, model: str) -> float:
     for it in items:
         response = rules.squeeze_whitespace(it["response"])
         _, gt = rules.split_reference(it["reference"])
-        span = rules.answer_span(response)
-        answer = rules.clean_answer(span if span is not None else response)
+        match = re.search(r"<answer>(.*?)</answer>", response, re.DOTALL)  # the reference's own extraction
+        answer = rules.clean_answer(match.group(1) if match else response)
         if rules.paper_invalid_answer(answer) or answer == gt:
             continue
         reply = (

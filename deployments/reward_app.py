@@ -1,9 +1,15 @@
 """The composite reward as a Ray Serve application.
 
     RewardIngress (FastAPI: POST /v1/rewards, GET /healthz, /docs)
-      ├── JudgeDeployment      a vLLM judge server inside the replica, or a pass-through to a URL
+      ├── JudgeDeployment      a vLLM judge server inside the replica, or a pass-through to a URL;
+      │                        also the evaluation's judge (`chat`, `eval.judge=serve:<app>`)
       └── EmbedderDeployment   sentence-transformers, requests merged with @serve.batch
-    rule scorers (format, modality, guards) run in the ingress: they are microseconds of Python.
+    rule scorers (format, modality, guards) run in the ingress: they are microseconds of Python
+    (a batch of long responses is scored in a worker thread, off the ingress event loop).
+
+The doors (medix_ray/rewards/service_doors.py): a bearer token compared in constant time; no start on a
+non-loopback host without one unless `serve.allow_unauthenticated`; bodies over `serve.max_body_bytes`
+get 413 before they are parsed; a 422 names the field and the problem, its input shortened.
 
 Start it with `medix-ray serve-rewards --config configs/serve/rewards_cpu.yaml`, with
 `serve run deployments.reward_app:build_app config=configs/serve/rewards_cpu.yaml`, or with
@@ -20,14 +26,19 @@ from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from medix_ray.config import MedixConfig, load_config
+from medix_ray.eval.serve_judge import JudgeChatError, ServeJudgeInfo
+from medix_ray.redact import redact_text
 from medix_ray.rewards.composite import CompositeScorer, RewardBreakdown, RewardItem, RewardSpec
 from medix_ray.rewards.embedding import EmbeddingSimilarity, SentenceTransformerEmbedder
-from medix_ray.rewards.judge import JudgeVerdict, OpenAIJudge
+from medix_ray.rewards.judge import JudgeVerdict, OpenAIJudge, retryable
+from medix_ray.rewards.service_doors import BodyLimit, check_auth_policy, token_matches, validation_error_body
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +62,37 @@ class JudgeDeployment:
             )
             base_url = self.server.start()
         self.judge = OpenAIJudge.from_config(cfg.reward.judge, cfg.reward.preset, base_url=base_url)
+        self._chat_slots = asyncio.Semaphore(cfg.reward.judge.concurrency)  # chats beside the verdicts' own bound
+        self._chats = 0
 
     async def verdicts(self, prompts: list[str]) -> list[JudgeVerdict]:
         return await self.judge.verdicts(prompts)
+
+    async def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        structured: dict | None = None,
+    ) -> str:
+        """Handle API of the one judge (the evaluation's `medix_ray.eval.serve_judge.ServeTransport`): the reply
+        of this judge to an OpenAI-style chat, one attempt; a failure raises `JudgeChatError`, redacted, saying
+        whether sending it again may pass. A pass-through judge forwards to `reward.judge.base_url`."""
+        async with self._chat_slots:
+            try:
+                reply = await self.judge.chat(
+                    list(messages), max_tokens=max_tokens, temperature=temperature, structured=structured
+                )
+            except Exception as exc:  # the client's exceptions may not pickle: send the reason and the verdict
+                raise JudgeChatError(redact_text(f"{type(exc).__name__}: {exc}")[:300], retryable(exc)) from None
+        self._chats += 1
+        return reply
+
+    def info(self) -> ServeJudgeInfo:
+        """Handle API: the judge's model, whether it runs in this replica, and the chats answered (a
+        `medix_ray.eval.serve_judge.ServeJudgeInfo`; never the URL)."""
+        return ServeJudgeInfo(model=self.judge.model, in_cluster=self.server is not None, chats=self._chats)
 
     def cache_stats(self) -> dict[str, int]:
         return {"hits": self.judge.cache.hits, "misses": self.judge.cache.misses}
@@ -72,7 +111,8 @@ class EmbedderDeployment:
 
     def __init__(self, cfg: MedixConfig):
         self.similarity = EmbeddingSimilarity(
-            SentenceTransformerEmbedder(cfg.reward.embedding.model, batch_size=cfg.reward.embedding.batch_size)
+            SentenceTransformerEmbedder(cfg.reward.embedding.model, batch_size=cfg.reward.embedding.batch_size),
+            cache_bytes=int(cfg.serve.embedder_cache_mb * 2**20),
         )
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
@@ -107,7 +147,7 @@ class _HandleJudge:
             try:
                 return await self.handle.verdicts.remote(list(prompts))
             except Exception as exc:  # RayActorError, Serve routing errors: the replica is gone or restarting
-                error = f"{type(exc).__name__}: {exc}"[:300]
+                error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
                 logger.warning("judge deployment call failed (attempt %d/%d): %s", attempt + 1, self.attempts, error)
                 await asyncio.sleep(self.backoff_s * 2**attempt)
         return [JudgeVerdict(None, "judge_error", attempts=self.attempts, error=error) for _ in prompts]
@@ -156,10 +196,37 @@ api = FastAPI(
 )
 
 
+api.state.token = ""
+api.state.max_body_bytes = 0  # set from serve.max_body_bytes by the ingress; 0 refuses every body until then
+api.add_middleware(BodyLimit, max_bytes=lambda: api.state.max_body_bytes)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A 422 that names each bad field and the problem, with the offending input shortened, never echoed whole."""
+    return JSONResponse(status_code=422, content=validation_error_body(exc.errors()))
+
+
 def _auth(request: Request) -> None:
     token = request.app.state.token
-    if token and request.headers.get("authorization") != f"Bearer {token}":
+    if token and not token_matches(request.headers.get("authorization"), token):
         raise HTTPException(status_code=401, detail="missing or wrong bearer token")
+
+
+def _bound_hosts(cfg: MedixConfig) -> list[str]:
+    """Returns the hosts the service is reachable on: `serve.host` and, when Serve tells, its proxy's bind address
+    (under `serve run` or KubeRay the proxy may bind another address than the config names)."""
+    hosts = [cfg.serve.host]
+    try:
+        from ray.serve.context import _get_global_client
+
+        proxy_host = _get_global_client().http_config.host
+    except Exception as exc:  # outside a cluster, or the private API moved: the configured host decides
+        logger.debug("Serve proxy host unknown (%s); checking serve.host only", type(exc).__name__)
+    else:
+        if proxy_host and proxy_host not in hosts:
+            hosts.append(proxy_host)
+    return hosts
 
 
 @serve.ingress(api)
@@ -167,10 +234,18 @@ class RewardIngress:
     """HTTP and handle entry point: rules here, judge and embedder through their handles."""
 
     def __init__(self, cfg: MedixConfig, judge: DeploymentHandle, embedder: DeploymentHandle):
-        self.spec = RewardSpec.from_config(cfg.reward, cfg.data)
+        self.spec = RewardSpec.from_config(cfg)
         self.scorer = CompositeScorer(self.spec, _HandleJudge(judge), _HandleSimilarity(embedder))
         # The token is read from the environment variable the config names; it is never logged.
-        api.state.token = os.environ.get(cfg.serve.auth_token_env, "")
+        token = os.environ.get(cfg.serve.auth_token_env, "")
+        check_auth_policy(
+            _bound_hosts(cfg),
+            token=token,
+            allow_unauthenticated=cfg.serve.allow_unauthenticated,
+            token_env=cfg.serve.auth_token_env,
+        )
+        api.state.token = token
+        api.state.max_body_bytes = cfg.serve.max_body_bytes
 
     async def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Handle API: the same breakdowns as POST /v1/rewards, as dicts."""
@@ -238,6 +313,8 @@ def build_reward_app(cfg: MedixConfig) -> serve.Application:
             autoscaling_config=autoscaling(s.ingress_min_replicas, s.ingress_max_replicas),
             max_ongoing_requests=64,
             ray_actor_options={"num_cpus": s.ingress_num_cpus},
+            # A refused start (no token on an exposed host) is a config error: fail in seconds, not 20 restarts.
+            max_constructor_retry_count=3,
         )
         .bind(cfg, judge, embedder)
     )
@@ -256,15 +333,31 @@ def start_reward_service(
     """Deploys the reward app (starting or joining a Ray cluster) and returns its base URL.
 
     A local cluster on a small CPU machine gets at least 4 logical CPUs, so that the fractional
-    replicas can scale out (research/feasibility.md: oversubscribe logical CPUs on 2 cores).
+    replicas can scale out (docs/cpu_notes.md: oversubscribe logical CPUs on 2 cores).
     """
     import ray
 
+    from medix_ray.console import current
+
+    console = current()
+    if address is None:
+        # A local cluster (started here, or earlier by this process) has this environment, so the replicas'
+        # check can be made here, before anything starts; a cluster we join is checked by the ingress replicas.
+        check_auth_policy(
+            cfg.serve.host,
+            token=os.environ.get(cfg.serve.auth_token_env, ""),
+            allow_unauthenticated=cfg.serve.allow_unauthenticated,
+            token_env=cfg.serve.auth_token_env,
+        )
     if not ray.is_initialized():
         env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib)}
         if address is None and num_cpus is None:
             num_cpus = max(os.cpu_count() or 1, 4)
-        ray.init(address=address, num_cpus=num_cpus, runtime_env={"env_vars": env})
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+        ray.init(address=address, num_cpus=num_cpus, runtime_env={"env_vars": env}, **console.ray_init_kwargs())
+        console.quiet_libraries()
+        console.link_ray_logs()
+    serve.start(
+        http_options={"host": cfg.serve.host, "port": cfg.serve.port}, logging_config=console.serve_logging_config()
+    )
     serve.run(build_reward_app(cfg), name=name, route_prefix="/")
     return f"http://{cfg.serve.host}:{cfg.serve.port}"

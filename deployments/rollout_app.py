@@ -6,12 +6,15 @@ n responses, the token ids, the per-token log-probs of the sampled tokens, the f
 the policy version that produced it, plus the replica's id.
 
 Weight updates use vLLM's weight-transfer protocol (init_weight_transfer_engine →
-start_weight_update → update_weights → finish_weight_update) with the `nccl` engine on GPU and our
-`gloo` engine on CPU (medix_ray/sync). Around an update the replica pauses: new requests wait at
-a gate, the update starts once the requests in flight have finished, and the gate reopens with
-the new version. No request is lost, and none is answered by a half-updated model: a replica
-whose update failed reports itself unhealthy, and Serve replaces it (the replacement rejoins the
-sync group and receives the current weights at the next sync).
+start_weight_update → update_weights → finish_weight_update) with our engine
+(medix_ray/sync/engine.py: NCCL on GPU, gloo on CPU), which checks each bucket's digest before
+loading it. Around an update the replica pauses: new requests wait at a gate, the update starts
+once the requests in flight have finished, and the gate reopens with the new version. No request
+is lost, and none is answered by a half-updated model: a replica whose push was rejected (a bucket
+failed its digest check, or loading failed part-way, so its weights may be mixed) keeps its old
+version and refuses requests, with a retryable "stale weights" error, until a later push is
+accepted; its health check stays green so that Serve keeps it (only a dead vLLM engine fails the
+check, and Serve replaces the replica).
 
     handle = serve.run(build_rollout_app(cfg), name="medix-rollout", route_prefix=None)
     reply = handle.generate.remote(sample, {"n": 4, "max_tokens": 96}).result()
@@ -29,10 +32,13 @@ from typing import Any
 from ray import serve
 
 from medix_ray.config import MedixConfig
-from medix_ray.data.prompts import PromptStyle, is_multimodal
+from medix_ray.data.images import PixelBounds
+from medix_ray.data.output_format import OutputFormat
+from medix_ray.data.prompts import is_multimodal
 from medix_ray.data.schema import Sample
 from medix_ray.rollout.fleet import STALE
 from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, on_gpu, set_cpu_env, vllm_prompt
+from medix_ray.sync.receiver import PushReply, ReceiveReport
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +54,22 @@ class RolloutDeployment:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from medix_ray.sync.engine import ENGINE_NAMES
         from medix_ray.sync.sender import resolve_backend
 
         self.cfg = cfg
-        self.style = PromptStyle.from_config(cfg.data)
-        self.renderer = load_prompt_renderer(model_path)
+        self.format = OutputFormat.from_config(cfg)
+        self.bounds = PixelBounds.from_config(cfg.data)
+        self.renderer = load_prompt_renderer(model_path, cfg.model.trust_remote_code)
         self.multimodal = is_multimodal(self.renderer)
         self.backend = resolve_backend(cfg.sync.backend)
-        kwargs = engine_kwargs(model_path, cfg.rollout, self.multimodal)
+        kwargs = engine_kwargs(model_path, cfg.rollout, self.multimodal, cfg.model)
         start = time.monotonic()
         self.engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(
                 **kwargs,
                 worker_extension_cls=WORKER_EXTENSION,
-                weight_transfer_config={"backend": self.backend},
+                weight_transfer_config={"backend": ENGINE_NAMES[self.backend]},
             )
         )
         try:
@@ -70,8 +78,7 @@ class RolloutDeployment:
             self.replica_id = uuid.uuid4().hex[:8]
         self.version = 0
         self.dtype = str(self.engine.model_config.dtype).removeprefix("torch.")
-        self.healthy = True
-        self.failure = ""
+        self.refusing = ""  # why this replica refuses requests (its last push was rejected); "" = serving
         self._open = asyncio.Event()
         self._open.set()
         self._inflight = 0
@@ -85,17 +92,22 @@ class RolloutDeployment:
         """Returns the n responses to one sample with token ids, log-probs, finish reasons and version.
 
         A replica that holds an older policy than `min_version` (it restarted and has not been synced
-        yet) refuses with a "stale weights" error; the fleet then has it synced and asks again."""
+        yet), or whose last push was rejected, refuses with a "stale weights" error; the fleet then has
+        it synced and asks again."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         unknown = set(sampling) - set(SAMPLING_KEYS)
         if unknown:
             raise ValueError(f"unknown sampling parameters {sorted(unknown)}; expected {SAMPLING_KEYS}")
-        if not self.healthy:
-            raise RuntimeError(f"rollout replica {self.replica_id} is unhealthy: {self.failure}")
-        prompt = vllm_prompt(sample, self.renderer, self.style)  # decode images before waiting at the gate
+        if self.engine.errored:
+            raise RuntimeError(f"rollout replica {self.replica_id} is unhealthy: its vLLM engine died")
+        prompt = vllm_prompt(
+            sample, self.renderer, self.format, self.bounds
+        )  # decode images before waiting at the gate
         await self._open.wait()
+        if self.refusing:
+            raise RuntimeError(f"{STALE} replica {self.replica_id} refuses requests: {self.refusing}")
         if self.version < min_version:
             raise RuntimeError(
                 f"{STALE} replica {self.replica_id} holds version {self.version}; the request needs {min_version}"
@@ -155,49 +167,79 @@ class RolloutDeployment:
             "version": self.version,
             "dtype": self.dtype,
             "backend": self.backend,
-            "healthy": self.healthy,
+            "healthy": not self.engine.errored,
+            "refusing": self.refusing,
+            "sync_ranks": self.engine.vllm_config.parallel_config.world_size,  # one per vLLM worker
             "pid": os.getpid(),
         }
 
     async def join_sync(self, ranks: dict[str, int], rendezvous: dict[str, Any]) -> dict[str, Any]:
-        """Joins the trainer's sync group at the rank the controller gave this replica."""
+        """Joins the trainer's sync group at the (first) rank the controller gave this replica."""
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
         from medix_ray.sync.sender import worker_init_info
 
         if self.replica_id not in ranks:
             return {"replica": self.replica_id, "joined": False}
-        info = worker_init_info(self.backend, rendezvous, ranks[self.replica_id])
+        info = worker_init_info(rendezvous, ranks[self.replica_id])
         await self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=info))
         return {"replica": self.replica_id, "joined": True, "rank": ranks[self.replica_id]}
 
-    async def update_weights(self, update_info: dict[str, Any], version: int, members: list[str]) -> dict[str, Any]:
-        """Pauses, receives the full weights through the transfer engine, bumps the version, resumes.
+    async def update_weights(self, update_info: dict[str, Any], version: int, members: list[str]) -> PushReply:
+        """Pauses, receives the full weights through the transfer engine, and takes `version` only if every
+        bucket checked and loaded on every worker; resumes either way.
 
-        A replica that is not among `members` (it started after the group formed) does nothing."""
+        A rejected push (a bucket failed its digest check, a load failed, the group timed out) leaves
+        the version unchanged and the replica refusing requests until a later push is accepted: the
+        buckets before the failure are already loaded. A replica that is not among `members` (it
+        started after the group formed) does nothing."""
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
         if self.replica_id not in members:
-            return {"replica": self.replica_id, "skipped": True}
+            return PushReply(self.replica_id, skipped=True, version=self.version)
+        fault = update_info.get("fault")  # test-only (SyncFault): applied by the replica it names
+        if fault and fault.get("replica") not in ("", self.replica_id):
+            update_info = {k: v for k, v in update_info.items() if k != "fault"}
         async with self._lock:
             start = time.monotonic()
             await self.pause()
             try:
-                await self.engine.start_weight_update()
-                await self.engine.update_weights(WeightTransferUpdateRequest(update_info=update_info))
-                await self.engine.finish_weight_update()
-                await self.engine.reset_prefix_cache()
-                report = (await self.engine.collective_rpc("medix_sync_report"))[0] if self.backend == "gloo" else {}
-                self.version = version
-            except BaseException as exc:
-                # The weights may be half-updated: never answer from them. Serve restarts unhealthy replicas.
-                self.healthy = False
-                self.failure = f"weight update to version {version} failed: {type(exc).__name__}: {exc}"
-                logger.exception("rollout replica %s: %s", self.replica_id, self.failure)
-                raise
-            finally:
+                try:
+                    workers = await self._receive_push(WeightTransferUpdateRequest(update_info=update_info), version)
+                    failed = [w.error or "the push did not complete" for w in workers if not w.ok]
+                    error = f"weight push to version {version} was rejected: {failed[0]}" if failed else ""
+                except Exception as exc:  # noqa: BLE001 - any failure of the protocol rejects the push
+                    workers, error = [], f"weight push to version {version} failed: {type(exc).__name__}: {exc}"
+                except BaseException:  # cancelled mid-load: the weights may be mixed, so refuse until healed
+                    self.refusing = f"weight push to version {version} was cancelled; it keeps version {self.version}"
+                    raise
+                if error:
+                    self.refusing = f"{error}; it keeps version {self.version} and may hold mixed weights"
+                    logger.error("rollout replica %s: %s", self.replica_id, self.refusing)
+                else:
+                    self.version, self.refusing = version, ""
+            finally:  # the gate opens whatever happened: requests are refused, not stuck, while refusing
                 await self.resume()
-            return {"replica": self.replica_id, "version": version, "seconds": time.monotonic() - start, **report}
+            return PushReply(
+                self.replica_id,
+                ok=not error,
+                version=self.version,
+                seconds=time.monotonic() - start,
+                error=error,
+                workers=workers,
+            )
+
+    async def _receive_push(self, request: Any, version: int) -> list[ReceiveReport]:
+        """Runs one session of vLLM's protocol; returns every worker's receive report for `version`."""
+        await self.engine.start_weight_update()
+        await self.engine.update_weights(request)  # our engine records a bad push instead of raising
+        await self.engine.finish_weight_update()  # always: it resets vLLM's layerwise reload state
+        await self.engine.reset_prefix_cache()
+        reports = await self.engine.collective_rpc("medix_sync_report")
+        missing = [i for i, r in enumerate(reports) if r is None or r["version"] != version]
+        if missing:
+            raise RuntimeError(f"vLLM workers {missing} report no receive for version {version}")
+        return [ReceiveReport(**r) for r in reports]
 
     async def load_from_object_store(self, refs: list[Any], version: int) -> dict[str, Any]:
         """The baseline weight path of bench/weight_sync.py (the peers' pattern): one Ray object per
@@ -226,8 +268,7 @@ class RolloutDeployment:
         return {"replica": self.replica_id, "version": self.version, "fingerprint": digests[0]}
 
     def check_health(self) -> None:
-        if not self.healthy:
-            raise RuntimeError(self.failure)
+        # A replica refusing after a rejected push stays healthy: the next accepted push heals it.
         if self.engine.errored:
             raise RuntimeError(f"vLLM engine of rollout replica {self.replica_id} died")
 

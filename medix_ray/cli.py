@@ -30,14 +30,34 @@ from medix_ray.config import ConfigError, MedixConfig, load_config, to_yaml
 from medix_ray.data.readers import DataSourceError
 from medix_ray.data.schema import SampleError
 from medix_ray.eval.pipeline import EvalInputError
+from medix_ray.eval.report import UnsafeNameError
 from medix_ray.eval.tasks import TaskDataError
 from medix_ray.learner.export import CheckpointError
 from medix_ray.models import ModelUnavailableError
 from medix_ray.rewards.http_client import RewardServiceError
 from medix_ray.rewards.judge import JudgeUnavailableError
 from medix_ray.rewards.local import RewardInputError
+from medix_ray.trainer.metrics import MetricsFileError
 
 logger = logging.getLogger("medix_ray")
+
+
+# Errors of the user's input (config, data, models, checkpoints): one line on stderr and exit 2, no traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    SampleError,
+    DataSourceError,
+    ModelUnavailableError,
+    FileNotFoundError,
+    RewardInputError,
+    JudgeUnavailableError,
+    RewardServiceError,
+    CheckpointError,
+    EvalInputError,
+    TaskDataError,
+    UnsafeNameError,
+    MetricsFileError,
+)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +67,20 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> MedixConfig:
     return load_config(args.config, args.overrides)
+
+
+def _add_console_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every library's and worker's output (default: they go to log files in the run folder)",
+    )
+
+
+def _start_console(args: argparse.Namespace, log_dir: Path) -> None:
+    from medix_ray.console import Console
+
+    Console(log_dir, verbose=args.verbose).start()
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -80,13 +114,15 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
+    from medix_ray.data.prompt_length import PromptLengthCheck
     from medix_ray.data.readers import iter_validated, read_samples_from_config
 
     cfg = _config(args)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     failed = False
+    length_check = PromptLengthCheck.from_config(cfg)
     for split in splits:
-        ds, report = read_samples_from_config(cfg.data, split)
+        ds, report = read_samples_from_config(cfg.data, split, length_check)
         by_modality: dict[str, int] = {}
         images = 0
         for row in iter_validated(ds, report):
@@ -99,6 +135,8 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
             f"skipped {s['skipped']}, images {images}"
         )
         print("  by modality: " + ", ".join(f"{k} {v}" for k, v in sorted(by_modality.items())))
+        for reason, count in s["excluded_reasons"].items():
+            print(f"  excluded for {reason}: {count}")
         for reason, count in s["reasons"].items():
             print(f"  skipped for {reason}: {count}")
         for example in s["examples"]:
@@ -121,22 +159,24 @@ def _take_samples(cfg: MedixConfig, split: str, limit: int):
 
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
-    from medix_ray.data.prompts import PromptStyle, render_prompt
+    from medix_ray.data.output_format import OutputFormat
+    from medix_ray.data.prompts import render_prompt
     from medix_ray.models import resolve_model
     from medix_ray.rollout.vllm_engine import load_prompt_renderer
 
     cfg = _config(args)
     samples, _ = _take_samples(cfg, args.split, args.limit)
-    renderer = load_prompt_renderer(resolve_model(cfg.model.policy))
-    style = PromptStyle.from_config(cfg.data)
+    renderer = load_prompt_renderer(resolve_model(cfg.model.policy), cfg.model.trust_remote_code)
+    fmt = OutputFormat.from_config(cfg)
     for sample in samples:
         print(f"--- {sample.id} ({sample.modality}, {len(sample.images)} image(s)) reference: {sample.answer}")
-        print(render_prompt(sample, renderer, style))
+        print(render_prompt(sample, renderer, fmt))
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from medix_ray.data.prompts import PromptStyle
+    from medix_ray.data.images import PixelBounds
+    from medix_ray.data.output_format import OutputFormat
     from medix_ray.models import resolve_model
     from medix_ray.rollout.vllm_engine import VLLMGenerator
 
@@ -144,7 +184,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     samples, summary = _take_samples(cfg, args.split, args.limit)
     if summary["skipped"]:
         logger.warning("skipped %d bad samples: %s", summary["skipped"], summary["reasons"])
-    generator = VLLMGenerator(resolve_model(cfg.model.policy), cfg.rollout, PromptStyle.from_config(cfg.data))
+    generator = VLLMGenerator(
+        resolve_model(cfg.model.policy),
+        cfg.rollout,
+        OutputFormat.from_config(cfg),
+        PixelBounds.from_config(cfg.data),
+        cfg.model,
+    )
     start = time.monotonic()
     generations = generator.generate(samples, seed=cfg.trainer.seed)
     elapsed = time.monotonic() - start
@@ -201,6 +247,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from medix_ray.rewards.local import read_items
 
     cfg = _config(args)
+    _start_console(args, args.output.parent / f"{args.output.stem}.logs")
     records, items = read_items(args.input)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     statuses: Counter[str] = Counter()
@@ -242,6 +289,7 @@ def cmd_serve_rewards(args: argparse.Namespace) -> int:
     import importlib
 
     cfg = _config(args)
+    _start_console(args, args.log_dir)
     # The one place the library reaches the application layer: the CLI dispatches to the Serve app.
     reward_app = importlib.import_module("deployments.reward_app")
     url = reward_app.start_reward_service(cfg, address=args.address)
@@ -269,8 +317,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"--assume-cluster: {exc}") from exc
         return 1 if dry_run(cfg, address=args.address, cluster=cluster) else 0
+    _start_console(args, Path(cfg.trainer.output_dir) / "logs")
     try:
-        summary = run_training(cfg, address=args.address)
+        summary = run_training(cfg, address=args.address, force=args.force)
     except KeyboardInterrupt:
         print("medix-ray: interrupted; checkpoint written, run again to resume", file=sys.stderr)
         return 130
@@ -313,6 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             value = "[" + ",".join(value.split(",")) + "]" if key == "tasks" else value
             overrides.append(f"eval.{key}={value}")
     cfg = load_config(args.config, overrides)
+    _start_console(args, Path(cfg.eval.output_dir) / "logs")
     phases = args.phases.split(",") if args.phases else list(PHASES)
     try:
         evaluate(cfg, args.model, address=args.address, phases=phases)
@@ -364,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int, default=256)
     score.add_argument("--url", default=None, help="score through a running reward service instead of in-process")
     _add_config_args(score)
+    _add_console_args(score)
     score.set_defaults(func=cmd_score)
 
     exp = sub.add_parser("export", help="write a learner checkpoint as a Hugging Face model folder")
@@ -380,16 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--assume-cluster", default=None, metavar="CPU=N,GPU=M", help="with --dry-run: check against these resources"
     )
     train.add_argument(
+        "--force", action="store_true", help="resume even if the config changes keys the checkpoint was trained with"
+    )
+    train.add_argument(
         "--min-reward-gain", type=float, default=None, help="exit 3 unless last-5 minus first-5 mean reward reaches it"
     )
     _add_config_args(train)
+    _add_console_args(train)
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="the 17-benchmark LLM-as-judge evaluation: generate, judge, score, report")
+    ev = sub.add_parser("evaluate", help="the 18-benchmark LLM-as-judge evaluation: generate, judge, score, report")
     ev.add_argument("--model", required=True, help="candidate: an offline model name, a local folder or a hub id")
     ev.add_argument("--tasks", default=None, help="all | llm | vlm | comma-separated task names (eval.tasks)")
     ev.add_argument(
-        "--judge", default=None, help="an OpenAI-compatible /v1 URL, or a model to serve locally (eval.judge)"
+        "--judge",
+        default=None,
+        help="an OpenAI-compatible /v1 URL, a local model run in-process, or serve:<app> for the judge of a "
+        "running reward application on the --address cluster, e.g. serve:medix-rewards (eval.judge)",
     )
     ev.add_argument("--data-dir", default=None, help="local copies of the datasets, <dir>/<task>/ (eval.data_dir)")
     ev.add_argument("--limit", type=int, default=None, help="first N items per task (eval.limit)")
@@ -398,11 +456,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--phases", default=None, help="comma-separated subset of generate,judge,score,report")
     ev.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _add_config_args(ev)
+    _add_console_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     srv = sub.add_parser("serve-rewards", help="run the reward service (Ray Serve) until Ctrl-C")
     srv.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _add_config_args(srv)
+    _add_console_args(srv)
+    srv.add_argument("--log-dir", type=Path, default=Path("runs/serve_rewards/logs"), help="where the logs go")
     srv.set_defaults(func=cmd_serve_rewards)
     return parser
 
@@ -412,21 +473,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (
-        ConfigError,
-        SampleError,
-        DataSourceError,
-        ModelUnavailableError,
-        FileNotFoundError,
-        RewardInputError,
-        JudgeUnavailableError,
-        RewardServiceError,
-        CheckpointError,
-        EvalInputError,
-        TaskDataError,
-    ) as exc:
-        print(f"medix-ray: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"medix-ray: error: {exc}{_logs_hint()}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        hint = _logs_hint()
+        if not hint:
+            raise
+        logger.error("medix-ray %s failed", args.command, exc_info=True)  # the traceback, in driver.log
+        print(f"medix-ray: error: {args.command} failed: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return 1
+
+
+def _logs_hint() -> str:
+    from medix_ray.console import current
+
+    log_dir = current().log_dir
+    return f" (logs: {log_dir})" if log_dir is not None else ""
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ class DataConfig:
     image_key: str = "image"
     on_bad_sample: str = "error"  # error | skip (skips are counted and reported)
     modalities: list[str] = field(default_factory=lambda: list(MODALITY_TAGS))
-    think_tag: str = "think"  # "thinking" reproduces the reference implementation
+    # The output format (medix_ray/data/output_format.py). think_tag empty: the reward preset's tag,
+    # <thinking> for paper (the reference's), <think> for medix.
+    think_tag: str = ""
     answer_tag: str = "answer"
+    modality_first: bool = True  # the response opens with one modality tag (the prompt asks for it)
     text_only: bool = False  # keep only samples without images (text policies)
     max_prompt_length: int = 1024
     min_pixels: int = 3136
@@ -84,10 +87,12 @@ class JudgeConfig:
     max_tokens: int = 4
     temperature: float = 0.0
     timeout_s: float = 60.0
-    max_retries: int = 3
+    max_retries: int = 3  # retries of timeouts, dropped connections, 429 and 5xx only; other 4xx are final
+    deadline_s: float = 180.0  # all attempts for one prompt together (the item is judge_error after it)
     concurrency: int = 32
     # Constrain the reply to YES/NO with vLLM structured outputs (medix preset; off for endpoints without it).
     constrained: bool = True
+    cache_mb: float = 64.0  # verdict cache budget per process, in MiB (LRU by bytes)
 
 
 @dataclass
@@ -143,13 +148,21 @@ class LearnerConfig:
     freeze_vision_tower: bool = False
     lora_rank: int = 0
     cpus_per_worker: float = 1.0
+    # Shared-prefix layout (docs/learner.md): each group's prompt (and images) computed once, groups
+    # packed padding-free into micro-batches of at most max_tokens_per_micro_batch tokens. false: the
+    # per-row layout, micro_batch_size rows per micro-batch (kept for checking).
+    shared_prefix: bool = True
+    max_tokens_per_micro_batch: int = 4096
+    attention: str = "auto"  # auto (flex_attention on GPU when available, else sdpa) | sdpa | flex_attention | eager
 
 
 @dataclass
 class SyncConfig:
     backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
     bucket_mb: int = 256
-    verify_checksum: bool = False
+    # Each bucket's digest is checked on every replica before it loads (docs/training.md, weight sync).
+    verify_checksum: bool = True
+    timeout_s: float = 600.0  # every weight-sync collective (rendezvous, each broadcast) fails after this
 
 
 @dataclass
@@ -159,8 +172,10 @@ class TrainerConfig:
     sync_interval: int = 1
     val_interval: int = 0  # 0: no validation
     val_samples: int = 16  # test-split samples scored at each validation (0: all)
+    val_before_train: bool = False  # validate once before the first step (the reference does), logged as step 0
     oversample: float = 1.5  # dynamic sampling: prompts drawn per missing group in later rounds
     checkpoint_interval: int = 0  # 0: only at the end (and on Ctrl-C)
+    keep_checkpoints: int = 2  # the newest N learner checkpoints are kept, older ones deleted (reference: 3)
     max_restarts: int = 2  # learner-group restarts from the last checkpoint after a worker dies
     output_dir: str = "runs/medix"
     seed: int = 1
@@ -180,15 +195,21 @@ class EvalConfig:
     gen_batch_size: int = 256  # items per Ray Data batch handed to the engine at once (larger: fewer decode steps)
     gen_num_cpus: float = 1.0
     gen_num_gpus: float = 0.0  # 1 on a GPU cluster: each candidate engine actor takes a GPU
-    # judge: an OpenAI-compatible URL, or an offline model name / path served on 127.0.0.1 for the run
+    # judge: an OpenAI-compatible URL, an offline model name / path (run in-process, or served on 127.0.0.1),
+    # or serve:<app>, the judge deployment of a running reward application (medix_ray/eval/serve_judge.py)
     judge: str = "smollm2-135m-instruct"
+    judge_in_process: bool = True  # a local judge model: batched generation in the judge actor; False: HTTP server
+    judge_num_cpus: float = 1.0  # the in-process judge actor (it holds an engine)
+    judge_num_gpus: float = 0.0  # 1 on a GPU cluster: the in-process judge actor takes a GPU
     judge_model: str = ""  # the served model name at a URL judge (default: what /v1/models lists first)
     judge_api_key_env: str = "MEDIX_RAY_JUDGE_API_KEY"  # read from the environment, never logged
     judge_max_tokens: int = 512
     judge_timeout_s: float = 180.0
     judge_max_retries: int = 2  # an unparseable reply or a failed request is retried, then counted as an error
     judge_concurrency: int = 32
-    judge_batch_size: int = 64
+    judge_batch_size: int = 64  # items per judge batch (in-process: one round of the batch is one engine call)
+    judge_early_decision: bool = True  # paper protocol: stop a binary item once its majority is decided
+    overlap_phases: bool = True  # judge each batch as soon as it is answered (one generate→judge stream)
     judge_structured: bool = False  # constrain replies to {"score": n} with vLLM structured outputs
     judge_rounds: int = 3  # paper: rounds in one conversation; independent: votes
     protocol: str = "paper"  # paper (chained rounds) | independent (fresh votes) | both
@@ -200,7 +221,10 @@ class EvalConfig:
 class ServeConfig:
     host: str = "127.0.0.1"  # bind address of the HTTP proxy; 0.0.0.0 only when asked for
     port: int = 8000
-    auth_token_env: str = "MEDIX_RAY_SERVE_TOKEN"  # bearer token read from this variable; unset: no auth
+    auth_token_env: str = "MEDIX_RAY_SERVE_TOKEN"  # bearer token read from this variable (never logged)
+    # Without a token the service refuses to start on a non-loopback host unless this is true (it warns).
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 16 * 2**20  # larger request bodies get 413 before they are parsed
     judge_profile: str = "tuned"  # in-cluster judge serving: tuned (prefix caching) | reference (vLLM defaults)
     judge_min_replicas: int = 1
     judge_max_replicas: int = 1
@@ -211,6 +235,7 @@ class ServeConfig:
     embedder_max_replicas: int = 2
     embedder_num_cpus: float = 0.5
     embedder_num_gpus: float = 0.0
+    embedder_cache_mb: float = 256.0  # reference-embedding cache budget per embedder replica, in MiB
     ingress_min_replicas: int = 1
     ingress_max_replicas: int = 2
     ingress_num_cpus: float = 0.25
@@ -248,6 +273,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
     "algorithm.dynamic_sampling": ("none", "zero_variance", "mean_range"),
     "sync.backend": ("auto", "nccl", "gloo"),
+    "learner.attention": ("auto", "sdpa", "flex_attention", "eager"),
+    "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     "eval.protocol": ("paper", "independent", "both"),
     "serve.judge_profile": ("tuned", "reference"),
 }
@@ -354,9 +381,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key = getattr(exc, "full_key", None) or "?"
         raise ConfigError(f"config key '{key}' has an invalid value: {exc.msg}") from exc
     _check_choices(merged)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    cfg: MedixConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    _resolve_output_format(cfg)
+    return cfg
+
+
+def _resolve_output_format(cfg: MedixConfig) -> None:
+    """Checks that the prompt's format and the reward's agree, and writes the resolved think tag back."""
+    from medix_ray.data.output_format import OutputFormat, OutputFormatError
+
+    try:
+        fmt = OutputFormat.from_config(cfg)
+    except OutputFormatError as exc:
+        raise ConfigError(str(exc)) from exc
+    cfg.data.think_tag = fmt.think_tag
 
 
 def to_yaml(cfg: MedixConfig) -> str:
-    """Returns the resolved config as YAML, the form written beside every run."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """Returns the resolved config as YAML, the form written beside every run; URLs in it (a judge's) are
+    written without their credentials (medix_ray.redact)."""
+    from medix_ray.redact import redact_url
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return redact_url(node) if isinstance(node, str) else node
+
+    return OmegaConf.to_yaml(clean(OmegaConf.to_container(OmegaConf.structured(cfg))))

@@ -20,7 +20,7 @@ os.environ.setdefault("MEDIX_RAY_TEST_TOKEN", "test-token-not-a-secret")
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster shared by every test that needs one (4 logical CPUs on 2 cores, per feasibility.md)."""
+    """A local Ray cluster shared by every test that needs one (4 logical CPUs on 2 cores, per docs/cpu_notes.md)."""
     import ray
 
     if not ray.is_initialized():

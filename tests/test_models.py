@@ -145,3 +145,22 @@ def test_tiny_vlm_runs_image_and_text_in_transformers(name, make_png):
     loss.backward()
     vision_grads = [p.grad for n, p in model.named_parameters() if "visual" in n and p.grad is not None]
     assert torch.isfinite(loss) and vision_grads and any(g.abs().sum() > 0 for g in vision_grads)
+
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
+SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+def test_cpu_engines_take_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    assert not models.cpu_has_native_bf16(AVX2_ONLY)
+    assert models.cpu_has_native_bf16(SAPPHIRE)
+    assert models.cpu_has_native_bf16("flags : avx512f avx512_bf16\n")
+    assert not models.cpu_has_native_bf16("model name : avx512_bf16 in the name only\n")  # flags lines only
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert models.engine_dtype("auto", on_gpu=False) == "float32"
+    assert models.engine_dtype("auto", on_gpu=True) == "auto"  # the checkpoint's dtype on GPU
+    assert models.engine_dtype("bfloat16", on_gpu=False) == "bfloat16"  # an explicit model.dtype is kept
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.engine_dtype("auto", on_gpu=False) == "bfloat16"
+    with pytest.raises(ValueError, match="model.dtype 'fp8'"):
+        models.engine_dtype("fp8", on_gpu=False)

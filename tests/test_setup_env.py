@@ -39,7 +39,7 @@ def test_guarding_twice_changes_nothing():
 
 
 def test_installed_torchvision_imports_with_transformers_vision_classes():
-    # The install must have left a torchvision that imports next to CPU torch (the trap in DESIGN.md).
+    # The install must have left a torchvision that imports next to CPU torch (the trap in docs/cpu_notes.md §4).
     import torch
     import torchvision
     from transformers import Qwen2VLImageProcessor  # noqa: F401

@@ -24,6 +24,26 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def _clipped_loss(
+    ratio: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float | None,
+) -> PolicyLossOutput:
+    """Returns the clipped surrogate of per-token `ratio` `[N, L]` and advantages `adv` `[N, 1]`:
+    L = max(-A·ratio, -A·clip(ratio, 1 - clip_low, 1 + clip_high))            if A >= 0
+    L = min(max(-A·ratio, -A·clip(ratio, ...)), -A·dual_clip)                   if A < 0
+    """
+    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = torch.maximum(-adv * ratio, -adv * clipped)
+    if dual_clip is not None:
+        loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
+    was_clipped = ((ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)).to(ratio.dtype)
+    return PolicyLossOutput(loss * mask, _masked_mean(was_clipped, mask).detach(), _masked_mean(ratio, mask).detach())
+
+
 def ppo_clip_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -42,14 +62,8 @@ def ppo_clip_loss(
     """
     mask = mask.to(logp.dtype)
     adv = advantages.reshape(-1, 1).to(logp.dtype)
-    log_ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-    ratio = log_ratio.exp()
-    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(-adv * ratio, -adv * clipped)
-    if dual_clip is not None:
-        loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
-    was_clipped = ((ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)).to(logp.dtype)
-    return PolicyLossOutput(loss * mask, _masked_mean(was_clipped, mask).detach(), _masked_mean(ratio, mask).detach())
+    ratio = (logp - old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()
+    return _clipped_loss(ratio, adv, mask, clip_low, clip_high, dual_clip)
 
 
 def gspo_token_loss(
@@ -60,21 +74,19 @@ def gspo_token_loss(
     *,
     clip_low: float = 3e-4,
     clip_high: float = 4e-4,
+    dual_clip: float | None = 3.0,
 ) -> PolicyLossOutput:
     """Returns GSPO-token's per-token loss: the sequence ratio s_i = exp(mean_t log ρ_{i,t}) as value,
-    per-token gradients (log s_{i,t} = sg[log s_i] + logp_t - sg[logp_t]), clipped to [1 - lo, 1 + hi]."""
+    per-token gradients (log s_{i,t} = sg[log s_i] + logp_t - sg[logp_t]), clipped to [1 - lo, 1 + hi],
+    and for negative advantages bounded by -A·dual_clip, as the reference's GSPO-token loss is."""
     mask = mask.to(logp.dtype)
     adv = advantages.reshape(-1, 1).to(logp.dtype)
     lengths = mask.sum(dim=1, keepdim=True).clamp(min=1)
     seq_log_ratio = (((logp - old_logp) * mask).sum(dim=1, keepdim=True) / lengths).clamp(
         -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP
     )
-    token_log_ratio = seq_log_ratio.detach() + logp - logp.detach()
-    ratio = token_log_ratio.exp()
-    clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss = torch.maximum(-adv * ratio, -adv * clipped)
-    was_clipped = ((ratio < 1.0 - clip_low) | (ratio > 1.0 + clip_high)).to(logp.dtype)
-    return PolicyLossOutput(loss * mask, _masked_mean(was_clipped, mask).detach(), _masked_mean(ratio, mask).detach())
+    ratio = (seq_log_ratio.detach() + logp - logp.detach()).exp()
+    return _clipped_loss(ratio, adv, mask, clip_low, clip_high, dual_clip)
 
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")

@@ -6,7 +6,7 @@ starts with the tag of its image (`<X_RAY> Right lower lobe pneumonia`).
 
 from __future__ import annotations
 
-# The 16 tags in the reference's order (research/method.md §1.3).
+# The 16 tags in the reference's order (docs/method.md §1.3).
 MODALITY_TAGS: tuple[str, ...] = (
     "X_RAY",
     "MICROSCOPY",

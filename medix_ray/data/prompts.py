@@ -1,11 +1,11 @@
 """The policy's prompt: the one place that words it.
 
 Same inputs, instructions and decision rule as the reference's `medical_format.jinja`
-(research/method.md §1.3), in our own words: one user turn, no system prompt; the model must
+(docs/method.md §1.3), in our own words: one user turn, no system prompt; the model must
 open with exactly one modality tag, reason inside the think tags, answer inside the answer tags,
-and write nothing else. The image sits between "Question:" and the question text. The prompt is
-then rendered through the policy's own chat template (tokenizer or processor) with
-`add_generation_prompt=True`.
+and write nothing else. The tags come from the run's `OutputFormat` (medix_ray/data/output_format.py).
+The image sits between "Question:" and the question text. The prompt is then rendered through the
+policy's own chat template (tokenizer or processor) with `add_generation_prompt=True`.
 
 The expected completion: `<CT_SCAN><think> ... </think><answer> ... </answer>`.
 """
@@ -13,47 +13,33 @@ The expected completion: `<CT_SCAN><think> ... </think><answer> ... </answer>`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from medix_ray.data.modality import MODALITY_TAGS, tag_token
+from medix_ray.data.output_format import OutputFormat
 from medix_ray.data.schema import Sample, SampleError
 
 
-@dataclass(frozen=True)
-class PromptStyle:
-    """What the prompt asks for: the tag names and the list of modality tags."""
-
-    think_tag: str = "think"  # the reference implementation uses "thinking"
-    answer_tag: str = "answer"
-    modalities: tuple[str, ...] = MODALITY_TAGS
-
-    @classmethod
-    def from_config(cls, data_cfg: Any) -> PromptStyle:
-        return cls(
-            think_tag=data_cfg.think_tag,
-            answer_tag=data_cfg.answer_tag,
-            modalities=tuple(data_cfg.modalities),
+def instructions(fmt: OutputFormat = OutputFormat()) -> str:
+    """Returns the instruction block that precedes "Question:", asking for `fmt`."""
+    think, answer = fmt.think_tag, fmt.answer_tag
+    steps = []
+    if fmt.modality_first:
+        steps.append(
+            "Start your reply with exactly one image-modality tag chosen from this list, "
+            f"and nothing before it: {fmt.modality_list()}"
         )
-
-
-def instructions(style: PromptStyle = PromptStyle()) -> str:
-    """Returns the instruction block that precedes "Question:"."""
-    tags = ", ".join(tag_token(t) for t in style.modalities)
-    think, answer = style.think_tag, style.answer_tag
+    steps.append(f"{'Then write' if steps else 'Write'} your medical reasoning between <{think}> and </{think}>.")
+    steps.append(f"Then write your final answer between <{answer}> and </{answer}>.")
+    steps.append("Write nothing outside these tags.")
+    numbered = "".join(f"{i}. {step}\n" for i, step in enumerate(steps, 1))
     return (
         "You are a medical AI assistant who reasons carefully before answering.\n"
-        "Follow these steps exactly:\n"
-        "1. Start your reply with exactly one image-modality tag chosen from this list, "
-        f"and nothing before it: {tags}\n"
-        f"2. Then write your medical reasoning between <{think}> and </{think}>.\n"
-        f"3. Then write your final answer between <{answer}> and </{answer}>.\n"
-        "4. Write nothing outside these tags.\n\n"
+        f"Follow these steps exactly:\n{numbered}\n"
         "Question:"
     )
 
 
-def chat_messages(sample: Sample, style: PromptStyle = PromptStyle(), multimodal: bool = True) -> list[dict[str, Any]]:
+def chat_messages(sample: Sample, fmt: OutputFormat = OutputFormat(), multimodal: bool = True) -> list[dict[str, Any]]:
     """Returns the one-turn chat for a sample, in Hugging Face message form.
 
     `multimodal=True` gives content parts with one `{"type": "image"}` per image placed after
@@ -69,8 +55,8 @@ def chat_messages(sample: Sample, style: PromptStyle = PromptStyle(), multimodal
                 f"has {len(sample.images)} image(s) but the policy is text-only; "
                 "use a vision-language policy or data.text_only=true",
             )
-        return [{"role": "user", "content": f"{instructions(style)} {question}"}]
-    parts: list[dict[str, Any]] = [{"type": "text", "text": instructions(style) + " "}]
+        return [{"role": "user", "content": f"{instructions(fmt)} {question}"}]
+    parts: list[dict[str, Any]] = [{"type": "text", "text": instructions(fmt) + " "}]
     parts.extend({"type": "image"} for _ in sample.images)
     parts.append({"type": "text", "text": question})
     return [{"role": "user", "content": parts}]
@@ -81,14 +67,14 @@ def is_multimodal(tokenizer_or_processor: Any) -> bool:
     return getattr(tokenizer_or_processor, "image_processor", None) is not None
 
 
-def render_prompt(sample: Sample, tokenizer_or_processor: Any, style: PromptStyle = PromptStyle()) -> str:
+def render_prompt(sample: Sample, tokenizer_or_processor: Any, fmt: OutputFormat = OutputFormat()) -> str:
     """Returns the prompt text, rendered by the policy's chat template with the generation prompt."""
-    messages = chat_messages(sample, style, multimodal=is_multimodal(tokenizer_or_processor))
+    messages = chat_messages(sample, fmt, multimodal=is_multimodal(tokenizer_or_processor))
     return tokenizer_or_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def render_prompts(
-    samples: Sequence[Sample], tokenizer_or_processor: Any, style: PromptStyle = PromptStyle()
+    samples: Sequence[Sample], tokenizer_or_processor: Any, fmt: OutputFormat = OutputFormat()
 ) -> list[str]:
     """Returns render_prompt for each sample, in order."""
-    return [render_prompt(s, tokenizer_or_processor, style) for s in samples]
+    return [render_prompt(s, tokenizer_or_processor, fmt) for s in samples]

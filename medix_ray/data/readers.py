@@ -13,6 +13,7 @@ which the caller prints or logs — nothing is dropped silently.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -73,7 +74,8 @@ class ReadReport:
     _counter: Any = field(default=None, repr=False)  # a SkipCounter actor handle
 
     def summary(self) -> dict[str, Any]:
-        """Returns {"read", "valid", "excluded", "skipped", "reasons": {reason: n}, "examples": [...]}."""
+        """Returns {"read", "valid", "excluded", "excluded_reasons": {reason: n}, "skipped", "reasons": {reason: n},
+        "examples": [...]}."""
         import ray
 
         return ray.get(self._counter.summary.remote())
@@ -90,12 +92,13 @@ class ReadReport:
         level = logging.WARNING if s["skipped"] else logging.INFO
         logger.log(
             level,
-            "data %s (%s): read %d, valid %d, excluded by config %d, skipped %d %s",
+            "data %s (%s): read %d, valid %d, excluded by config %d %s, skipped %d %s",
             self.source,
             self.split,
             s["read"],
             s["valid"],
             s["excluded"],
+            s["excluded_reasons"] or "",
             s["skipped"],
             s["reasons"] or "",
         )
@@ -111,14 +114,14 @@ def _make_counter_class():
         def __init__(self) -> None:
             self.read = 0
             self.valid = 0
-            self.excluded = 0
+            self.excluded: Counter[str] = Counter()  # valid samples the config leaves out, by reason
             self.reasons: Counter[str] = Counter()
             self.examples: list[str] = []
 
-        def add(self, read: int, valid: int, excluded: int, errors: list[tuple[str, str, str]]) -> None:
+        def add(self, read: int, valid: int, excluded: dict[str, int], errors: list[tuple[str, str, str]]) -> None:
             self.read += read
             self.valid += valid
-            self.excluded += excluded
+            self.excluded.update(excluded)
             for sample_id, field_name, message in errors:
                 self.reasons[field_name.split("[")[0]] += 1
                 if len(self.examples) < 20:
@@ -131,8 +134,11 @@ def _make_counter_class():
             return {
                 "read": self.read,
                 "valid": self.valid,
-                "excluded": self.excluded,  # valid, but left out by the config (data.text_only)
-                "skipped": self.read - self.valid - self.excluded,
+                # valid, but left out by the config: text_only (data.text_only), prompt_too_long
+                # (data.max_prompt_length)
+                "excluded": sum(self.excluded.values()),
+                "excluded_reasons": dict(self.excluded),
+                "skipped": self.read - self.valid - sum(self.excluded.values()),
                 "reasons": dict(self.reasons),
                 "examples": [f"sample '{i}': field '{f}': {m}" for i, f, m in self.examples],
             }
@@ -153,6 +159,7 @@ class _Validator:
         base_dir: str | None,
         verify_images: bool,
         text_only: bool = False,
+        length_check: Any = None,
     ):
         self.on_bad_sample = on_bad_sample
         self.counter = counter
@@ -161,11 +168,12 @@ class _Validator:
         self.base_dir = base_dir
         self.verify_images = verify_images
         self.text_only = text_only
+        self.length_check = length_check  # a PromptLengthCheck, or None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
-        rows, errors, excluded = [], [], 0
+        rows, errors, excluded = [], [], Counter()
         for i, raw in enumerate(batch.to_pylist()):
             try:
                 row = validate_row(
@@ -177,7 +185,9 @@ class _Validator:
                     **self.keys,
                 )
                 if self.text_only and row["image"]:
-                    excluded += 1
+                    excluded["text_only"] += 1
+                elif self.length_check is not None and self.length_check.exceeds(Sample.from_row(row)):
+                    excluded["prompt_too_long"] += 1
                 else:
                     rows.append(row)
             except SampleError as exc:
@@ -194,26 +204,112 @@ class _Validator:
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
+class DataFileError(DataSourceError):
+    """A data file cannot be read (corrupt parquet, truncated arrow, undecodable jsonl); names the file and why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"data file {path} cannot be read: {reason}")
+
+    def __reduce__(self):  # keeps the fields when Ray ships the error between processes
+        return (type(self), (self.path, self.reason))
+
+
+def _check_parquet(files: list[Path]) -> None:
+    """Raises DataFileError for the first file whose parquet footer (schema, row groups) does not read."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataFileError(f, f"not a readable parquet file ({exc})") from exc
+
+
+def _check_jsonl(files: list[Path]) -> None:
+    """Raises DataFileError naming the file and line of the first line that is not UTF-8 JSON of one object."""
+    for f in files:
+        with open(f, "rb") as fh:
+            for n, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                except UnicodeDecodeError as exc:
+                    raise DataFileError(f, f"line {n} is not UTF-8 ({exc})") from exc
+                except json.JSONDecodeError as exc:
+                    raise DataFileError(f, f"line {n} is not valid JSON ({exc})") from exc
+                if not isinstance(row, dict):
+                    raise DataFileError(f, f"line {n} is a JSON {type(row).__name__}, not an object (one row a line)")
+
+
+def load_from_disk(source: str) -> Any:
+    """Returns `datasets.load_from_disk(source)`; an unreadable arrow file raises DataFileError naming it."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(source)
+    except Exception as exc:  # datasets surfaces arrow, json and OS errors as they come
+        for f in sorted(Path(source).rglob("*.arrow")):
+            try:
+                with pa.memory_map(str(f)) as stream:
+                    pa.ipc.open_stream(stream).read_all()
+            except (pa.ArrowException, OSError) as file_exc:
+                raise DataFileError(f, f"not a readable arrow file ({file_exc})") from exc
+        raise DataFileError(source, f"datasets.load_from_disk failed ({type(exc).__name__}: {exc})") from exc
+
+
+def _data_files(source: str, fmt: str) -> list[Path]:
+    """Returns the files a parquet or jsonl source reads."""
+    path = Path(source)
+    if not path.is_dir():
+        return [path]
+    return sorted(path.rglob("*.parquet")) if fmt == "parquet" else sorted(path.glob("*.jsonl"))
+
+
+def check_readable(source: str, fmt: str) -> None:
+    """Raises DataFileError for the first unreadable file of a local parquet or jsonl source.
+
+    Checked on the driver before reading (parquet footers, every jsonl line): Ray Data reads lazily,
+    and a corrupt file would otherwise fail later, on a worker, without its name.
+    """
+    if fmt == "parquet":
+        _check_parquet(_data_files(source, fmt))
+    elif fmt == "jsonl":
+        _check_jsonl(_data_files(source, fmt))
+
+
+def check_config_sources(cfg: DataConfig) -> None:
+    """Raises DataSourceError for a missing train or test source, DataFileError for an unreadable file.
+
+    For commands that start other work before they read (training): the bad file is named up front.
+    """
+    for source in dict.fromkeys((cfg.train, cfg.test)):
+        if source != "bundled":
+            check_readable(source, detect_format(source) if cfg.format == "auto" else cfg.format)
+
+
 def _open_dataset(source: str, fmt: str, split: str) -> tuple[ray.data.Dataset, str | None]:
-    """Returns the raw Ray Dataset of a source and the folder relative image paths resolve against."""
+    """Returns the raw Ray Dataset of a source and the folder its image paths resolve against (None: hub)."""
     import ray.data
 
+    path = Path(source)
+    base = str(path if path.is_dir() else path.parent)
     if fmt == "parquet":
-        return ray.data.read_parquet(source), None
+        return ray.data.read_parquet(source), base
     if fmt == "jsonl":
-        path = Path(source)
-        base = str(path if path.is_dir() else path.parent)
-        files = sorted(str(p) for p in path.glob("*.jsonl")) if path.is_dir() else [source]
-        return ray.data.read_json(files, lines=True), base
+        return ray.data.read_json([str(f) for f in _data_files(source, fmt)], lines=True), base
     if fmt == "hf_disk":
         import datasets
 
-        loaded = datasets.load_from_disk(source)
+        loaded = load_from_disk(source)
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise DataSourceError(f"data source {source}: no split '{split}'; it has {sorted(loaded)}")
             loaded = loaded[split]
-        return ray.data.from_arrow(_undecoded_arrow(loaded)), None
+        return ray.data.from_arrow(_undecoded_arrow(loaded)), base
     if fmt == "hub":
         import datasets
 
@@ -246,6 +342,7 @@ def read_samples(
     tags: list[str] | None = None,
     verify_images: bool = True,
     text_only: bool = False,
+    length_check: Any = None,
 ) -> tuple[ray.data.Dataset, ReadReport]:
     """Returns (validated Dataset in SAMPLE_SCHEMA, its ReadReport); starts Ray if needed.
 
@@ -261,6 +358,7 @@ def read_samples(
     fmt = detect_format(source) if fmt == "auto" else fmt
     if fmt != "hub" and not os.path.exists(source):
         raise DataSourceError(f"data source not found: {source}")
+    check_readable(source, fmt)
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
     raw, base_dir = _open_dataset(source, fmt, split)
@@ -273,13 +371,17 @@ def read_samples(
         base_dir=base_dir,
         verify_images=verify_images,
         text_only=text_only,
+        length_check=length_check,
     )
     ds = raw.map_batches(validator, batch_format="pyarrow", batch_size=64, num_cpus=0.25)
     return ds, ReadReport(source=source, split=split, _counter=counter)
 
 
-def read_samples_from_config(cfg: DataConfig, split: str = "train") -> tuple[ray.data.Dataset, ReadReport]:
-    """Returns read_samples for the config's train or test source."""
+def read_samples_from_config(
+    cfg: DataConfig, split: str = "train", length_check: Any = None
+) -> tuple[ray.data.Dataset, ReadReport]:
+    """Returns read_samples for the config's train or test source; `length_check` (a
+    `medix_ray.data.prompt_length.PromptLengthCheck`) leaves out prompts over `data.max_prompt_length`."""
     source = cfg.train if split == "train" else cfg.test
     return read_samples(
         source,
@@ -291,6 +393,7 @@ def read_samples_from_config(cfg: DataConfig, split: str = "train") -> tuple[ray
         image_key=cfg.image_key,
         tags=cfg.modalities,
         text_only=cfg.text_only,
+        length_check=length_check,
     )
 
 
@@ -298,13 +401,29 @@ def iter_validated(ds: ray.data.Dataset, report: ReadReport) -> Iterator[dict[st
     """Yields the dataset's rows; a bad sample in `error` mode raises its SampleError (not Ray's wrapper)."""
     try:
         yield from ds.iter_rows()
-    except SampleError:
+    except (SampleError, DataSourceError):
         raise
     except Exception as exc:
         error = report.first_error()
-        if error is None:
+        if error is not None:
+            raise error from exc
+        cause = _read_failure(exc)
+        if cause is None:
             raise
-        raise error from exc
+        # A file that passed the driver's checks but fails to decode on a worker (a damaged data page).
+        raise DataFileError(report.source, f"{type(cause).__name__}: {str(cause).splitlines()[0]}") from exc
+
+
+def _read_failure(exc: BaseException) -> BaseException | None:
+    """Returns the arrow, decoding or OS error in an exception's chain (Ray wraps worker errors), or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (pa.ArrowException, UnicodeDecodeError, json.JSONDecodeError)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def take_samples(ds: ray.data.Dataset, report: ReadReport, limit: int = 0) -> list[Sample]:

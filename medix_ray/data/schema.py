@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from medix_ray.data.modality import MODALITY_TAGS
+from medix_ray.data.paths import PathEscapeError, confine
 
 # The normalised table every reader produces; images are {bytes, path} structs as in HF `Image`.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -141,8 +142,14 @@ def _normalise_image(item: Any, sample_id: str, base_dir: str | None, index: int
         return {"bytes": bytes(data), "path": path}
     if not path:
         raise SampleError(sample_id, field, "image has neither bytes nor a path")
-    if base_dir and not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
+    if not base_dir:
+        raise SampleError(
+            sample_id, field, f"image path {path!r} has no data folder to resolve against (pass base_dir)"
+        )
+    try:
+        path = confine(base_dir, path)
+    except PathEscapeError as exc:
+        raise SampleError(sample_id, field, str(exc)) from exc
     if not os.path.isfile(path):
         raise SampleError(sample_id, field, f"image file missing: {path}")
     return {"bytes": None, "path": path}
@@ -173,16 +180,16 @@ def validate_row(
 ) -> dict[str, Any]:
     """Returns the row in SAMPLE_SCHEMA form; raises SampleError naming the sample and field.
 
-    `position` names rows that have no id (e.g. `row 17`); relative image paths resolve against
-    `base_dir` (the folder of a jsonl file).
+    `position` names rows that have no id (e.g. `row 17`); image paths resolve against `base_dir` (the
+    data set's folder) and must stay inside it: an absolute path or one whose `..` leaves it is refused.
     """
     raw_id = row.get("id")
     sample_id = str(raw_id) if raw_id not in (None, "") else f"row {position if position is not None else '?'}"
     if raw_id in (None, ""):
         raise SampleError(sample_id, "id", "missing")
-    for key, name in ((prompt_key, "problem"), (answer_key, "solution")):
+    for key, name, config_key in ((prompt_key, "problem", "prompt_key"), (answer_key, "solution", "answer_key")):
         if key not in row:
-            raise SampleError(sample_id, key, f"missing column (the {name} column; check data.{name}_key)")
+            raise SampleError(sample_id, key, f"missing column (the {name} column; check data.{config_key})")
         value = row[key]
         if not isinstance(value, str) or not value.strip():
             raise SampleError(sample_id, key, f"expected a non-empty string; got {value!r}")

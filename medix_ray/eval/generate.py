@@ -65,8 +65,10 @@ class CandidateGenerator:
         system_prompt: str = "",
         force_think: bool = False,
         rollout_cfg: Any = None,
+        pixel_bounds: Any = None,
     ):
         from medix_ray.config import RolloutConfig
+        from medix_ray.data.images import PixelBounds
         from medix_ray.data.prompts import is_multimodal
         from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, set_cpu_env
 
@@ -78,6 +80,7 @@ class CandidateGenerator:
         self.max_model_len = max_model_len
         self.system_prompt = system_prompt
         self.force_think = force_think
+        self.pixel_bounds = pixel_bounds or PixelBounds()  # the training run's image budget (data.*_pixels)
         self.renderer = load_prompt_renderer(model_path)
         self.tokenizer = getattr(self.renderer, "tokenizer", self.renderer)
         self.multimodal = is_multimodal(self.renderer)
@@ -102,7 +105,10 @@ class CandidateGenerator:
         text = self.renderer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         prompt: dict[str, Any] = {"prompt": text}
         if has_image:
-            prompt["multi_modal_data"] = {"image": _decode_image(image, row["id"], row.get("image_path") or "")}
+            from medix_ray.data.images import fit_pixels
+
+            decoded = _decode_image(image, row["id"], row.get("image_path") or "")
+            prompt["multi_modal_data"] = {"image": fit_pixels(decoded, self.pixel_bounds)}
         room = self.max_model_len - len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         if room < 1:
             raise ValueError(

@@ -2,18 +2,24 @@
 
     result = run_evaluation(cfg.eval, model="smollm2-135m-instruct")
 
-- generate: the selected tasks' items not yet answered stream through Ray Data into
-  `CandidateGenerator` actors (in-process vLLM, greedy); answers land in
-  `<output_dir>/<model>/generations/` as they come. Items whose input is broken (a missing image)
-  are recorded as `input_error` without being asked.
-- judge: answered items not yet scored stream through Ray Data into `JudgeWorker` actors, which
-  hold one async OpenAI-protocol client (the reward judge's) with bounded concurrency; results land
-  in `judgments-<protocol>/`. The judge is a URL, or an offline model we serve on 127.0.0.1 with
-  prefix caching for the run. Identical deterministic judgements are made once.
+- generate: the selected tasks' items not yet answered stream through Ray Data into a
+  `CandidateGenerator` actor (in-process vLLM, greedy); answers land in
+  `<output_dir>/<model>/generations/`. Items whose input is broken (a missing image) are recorded as
+  `input_error` without being asked.
+- judge: answered items not yet scored stream into a `JudgeWorker` actor, which runs the protocol
+  (`medix_ray.eval.protocol`) on each batch over one of two transports: a local judge model in an
+  in-process vLLM engine with batched chat generation (`eval.judge_in_process`, the default), or an
+  OpenAI-compatible URL (or the local model served on 127.0.0.1 when in-process is off) through the
+  reward judge's async client. Results land in `judgments-<protocol>/`. Identical deterministic
+  judgements are made once; binary majorities stop as soon as they are decided.
+- overlapped (`eval.overlap_phases`, when both phases run and no judge server has to come up first):
+  one Ray Data stream generate → judge, so a batch is judged as soon as it is answered and both
+  engines start together. Each batch's answers are stored before its judgments.
 - score and report: `medix_ray.eval.score` and `medix_ray.eval.report` on the stored rows.
 
 Re-running with the same output folder continues: answered items are not asked again, scored items
-are not judged again, and failed ones (generation or judge errors) are retried.
+are not judged again, and failed ones (generation or judge errors) are retried. An interruption
+anywhere leaves whole part files only (`PhaseStore`), so a rerun asks no item twice and leaves none out.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from typing import Any
 
 from medix_ray.cluster import worker_env
 from medix_ray.config import EvalConfig, RolloutConfig
-from medix_ray.eval.judging import item_prompt, judge_item, work_key
-from medix_ray.eval.records import EvalItem
+from medix_ray.eval import serve_judge
+from medix_ray.eval.judging import item_prompt, work_key
+from medix_ray.eval.records import SCORED_STATUSES, EvalItem
 from medix_ray.eval.report import folder_safe
+from medix_ray.eval.serve_judge import is_serve_judge
 from medix_ray.eval.store import PhaseStore
 
 logger = logging.getLogger(__name__)
@@ -92,33 +100,8 @@ def _stored_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "image"}
 
 
-def _stream(ds: Any, store: PhaseStore, total: int, desc: str, progress: bool) -> int:
-    """Writes each batch the dataset yields as one part file; returns the number of rows written."""
-    from tqdm import tqdm
-
-    written = 0
-    with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            records = batch.to_dict("records")
-            store.write(_stored_row(r) for r in records)
-            written += len(records)
-            bar.update(len(records))
-    return written
-
-
-def generate_phase(
-    items: Sequence[EvalItem],
-    store: PhaseStore,
-    model_path: str,
-    cfg: EvalConfig,
-    rollout_cfg: RolloutConfig | None = None,
-    progress: bool = True,
-) -> int:
-    """Answers the items that have no answer in the store yet; returns how many were asked."""
-    import ray
-
-    from medix_ray.eval.generate import CandidateGenerator
-
+def _generation_todo(items: Sequence[EvalItem], store: PhaseStore) -> list[EvalItem]:
+    """Records the unanswered items whose input is broken as input_error; returns the items still to answer."""
     done = {i for i, row in store.rows().items() if row.get("status") == "generated"}
     pending = [it for it in items if it.id not in done]
     broken = [it for it in pending if it.error]
@@ -130,11 +113,34 @@ def generate_phase(
         logger.warning(
             "%d item(s) have broken inputs and are recorded as input_error, e.g. %s", len(broken), broken[0].error
         )
-    todo = [_item_row(it) for it in pending if not it.error]
-    if not todo:
-        return 0
-    ds = ray.data.from_items(todo).map_batches(
-        CandidateGenerator,
+    return [it for it in pending if not it.error]
+
+
+class AnswerMissing:
+    """The generate stage of the overlapped stream: `CandidateGenerator` for the rows not yet answered
+    (status "pending"); rows answered by an earlier run (status "generated") pass through to the judge."""
+
+    def __init__(self, **kwargs: Any):
+        from medix_ray.eval.generate import CandidateGenerator
+
+        self.generator = CandidateGenerator(**kwargs)
+
+    def __call__(self, batch):
+        import pandas as pd
+
+        answered = batch["status"] == "generated"
+        parts = [batch[answered].drop(columns=["image"])]
+        if (~answered).any():
+            parts.append(self.generator(batch[~answered]))
+        return pd.concat(parts, ignore_index=True)
+
+
+def _generator_stage(
+    ds: Any, udf: Any, model_path: str, cfg: EvalConfig, rollout_cfg: RolloutConfig | None, pixel_bounds: Any
+) -> Any:
+    """Returns `ds` followed by the generate stage: one candidate engine actor running `udf`."""
+    return ds.map_batches(
+        udf,
         fn_constructor_kwargs=dict(
             model_path=model_path,
             max_tokens=cfg.max_tokens,
@@ -142,6 +148,7 @@ def generate_phase(
             system_prompt=cfg.system_prompt,
             force_think=cfg.force_think,
             rollout_cfg=rollout_cfg,
+            pixel_bounds=pixel_bounds,
         ),
         batch_size=cfg.gen_batch_size,
         batch_format="pandas",
@@ -149,68 +156,196 @@ def generate_phase(
         num_cpus=cfg.gen_num_cpus,
         num_gpus=cfg.gen_num_gpus or None,
     )
-    return _stream(ds, store, len(todo), "generate", progress)
+
+
+def generate_phase(
+    items: Sequence[EvalItem],
+    store: PhaseStore,
+    model_path: str,
+    cfg: EvalConfig,
+    rollout_cfg: RolloutConfig | None = None,
+    progress: bool = True,
+    pixel_bounds: Any = None,
+) -> int:
+    """Answers the items that have no answer in the store yet; returns how many were asked.
+
+    `pixel_bounds` (a `medix_ray.data.images.PixelBounds`) fits images to the training run's budget.
+    """
+    import ray
+
+    from medix_ray.eval.generate import CandidateGenerator
+
+    todo = _generation_todo(items, store)
+    if not todo:
+        return 0
+    source = ray.data.from_items([_item_row(it) for it in todo])
+    ds = _generator_stage(source, CandidateGenerator, model_path, cfg, rollout_cfg, pixel_bounds)
+    return _consume(ds, len(todo), "generate", progress, gen_store=store, fresh={it.id for it in todo})[0]
+
+
+def generate_and_judge(
+    items: Sequence[EvalItem],
+    gen_store: PhaseStore,
+    judge_stores: Mapping[str, PhaseStore],
+    model_path: str,
+    judge: str,
+    judge_model: str,
+    cfg: EvalConfig,
+    rollout_cfg: RolloutConfig | None = None,
+    progress: bool = True,
+    pixel_bounds: Any = None,
+) -> tuple[int, dict[str, int]]:
+    """Generates and judges as one Ray Data stream: each batch is judged as soon as it is answered.
+
+    Both engines start together, the judge while the candidate answers. The stream carries the items not
+    yet answered and the answered ones some protocol has not scored (an earlier run's); each batch is
+    stored answers first, then judgments (`_consume`). Returns (items answered, {protocol: items judged}).
+    """
+    import ray
+
+    todo = _generation_todo(items, gen_store)
+    fresh = {it.id for it in todo}
+    ids = {it.id for it in items}
+    answers = {i: r for i, r in gen_store.rows().items() if i in ids}
+    _record_unanswered({i: r for i, r in answers.items() if i not in fresh}, judge_stores)
+    scored = _scored_ids(judge_stores)
+    rows = [dict(_item_row(it), prediction="", finish_reason="", n_tokens=0, status="pending") for it in todo]
+    rows += [
+        dict(row, image=None)
+        for i, row in answers.items()
+        if i not in fresh and row["status"] == "generated" and any(i not in scored[p] for p in judge_stores)
+    ]
+    if not rows:
+        return 0, {p: 0 for p in judge_stores}
+    ds = _generator_stage(ray.data.from_items(rows), AnswerMissing, model_path, cfg, rollout_cfg, pixel_bounds)
+    ds = _judge_stage(ds, judge, judge_model, cfg, scored)
+    stores = dict(gen_store=gen_store, fresh=fresh, judge_stores=judge_stores)
+    return _consume(ds, len(rows), "generate+judge", progress, **stores)
+
+
+JUDGMENT_COLUMN = "judgment_{}"  # a judge stage's output column per protocol: the judgment row as JSON
 
 
 class JudgeWorker:
-    """Judges batches of answered items; a Ray Data `map_batches` class UDF (batch_format="pandas")."""
+    """Judges batches of generated rows under one or more protocols; a Ray Data `map_batches` class UDF.
 
-    def __init__(self, base_url: str, model: str, cfg: EvalConfig, protocol: str):
-        from medix_ray.rewards.judge import OpenAIJudge
+    `judge` is a URL (chats go over HTTP through the reward judge's `OpenAIJudge`, `model` is the served
+    name) or an offline model name or path (chats go to an in-process vLLM engine this actor holds,
+    `medix_ray.eval.local_judge`). Either way `medix_ray.eval.protocol.judge_rows` runs the protocol on the
+    whole batch. Each output row is the input row plus, per protocol, the column `judgment_<protocol>`
+    holding its judgment row as JSON ("" for an id in `skip[protocol]`, already scored by an earlier run).
+    Rows whose generation failed get a judgment with that status. Deterministic judgements of an identical
+    (template, question, answer, prediction) are made once per actor and reused.
+    """
+
+    def __init__(
+        self,
+        judge: str,
+        model: str,
+        cfg: EvalConfig,
+        protocols: Sequence[str],
+        skip: Mapping[str, Iterable[str]] | None = None,
+    ):
+        from medix_ray.eval.protocol import HTTPTransport
 
         self.cfg = cfg
-        self.protocol = protocol
-        self.judge = OpenAIJudge(
-            base_url,
-            model,
-            api_key_env=cfg.judge_api_key_env,
-            max_tokens=cfg.judge_max_tokens,
-            timeout_s=cfg.judge_timeout_s,
-            max_retries=cfg.judge_max_retries,
-            concurrency=cfg.judge_concurrency,
-        )
-        self.loop = asyncio.new_event_loop()
-        # Deterministic judgements of an identical (template, question, answer, prediction) are made once.
-        self.done: dict[str, asyncio.Future] = {}
+        self.protocols = list(protocols)
+        self.skip = {p: set((skip or {}).get(p, ())) for p in self.protocols}
+        if is_serve_judge(judge):  # the reward application's judge deployment (medix_ray/eval/serve_judge.py)
+            from medix_ray.eval.serve_judge import ServeTransport
 
-    async def _judge(self, row: Mapping[str, Any]) -> dict[str, Any]:
+            self.transport = ServeTransport.connect(judge, cfg)
+        elif is_url(judge):
+            from medix_ray.rewards.judge import OpenAIJudge
+
+            self.transport = HTTPTransport(
+                OpenAIJudge(
+                    judge,
+                    model,
+                    api_key_env=cfg.judge_api_key_env,
+                    max_tokens=cfg.judge_max_tokens,
+                    timeout_s=cfg.judge_timeout_s,
+                    max_retries=cfg.judge_max_retries,
+                    concurrency=cfg.judge_concurrency,
+                )
+            )
+        else:
+            from medix_ray.eval.local_judge import InProcessTransport
+
+            self.transport = InProcessTransport.start(judge, max_model_len=cfg.max_model_len)
+        self.model = model
+        self.loop = asyncio.new_event_loop()
+        self.done: dict[str, dict[str, Any]] = {}  # work key -> a scored result, reused for identical items
+
+    def judge_rows(self, rows: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str, Any]]:
+        """Returns the judgment row of each generated row under `protocol` (reusing identical judgements)."""
+        from medix_ray.eval.protocol import judge_rows
+
         cfg = self.cfg
-        key = work_key(self.protocol, cfg.judge_rounds, cfg.vote_temperature, self.judge.model, item_prompt(row))
-        if key is not None and key in self.done:
-            return dict(await self.done[key], reused=True)
-        task = asyncio.ensure_future(
-            judge_item(
-                self.judge,
-                row,
-                protocol=self.protocol,
+        keys = [work_key(protocol, cfg.judge_rounds, cfg.vote_temperature, self.model, item_prompt(r)) for r in rows]
+        results: list[dict[str, Any] | None] = [None] * len(rows)
+        first: dict[str, int] = {}  # work key -> the row of this batch that asks for it
+        asking: list[int] = []
+        for i, key in enumerate(keys):
+            if key is not None and key in self.done:
+                results[i] = dict(self.done[key], reused=True)
+            elif key is None or key not in first:
+                if key is not None:
+                    first[key] = i
+                asking.append(i)
+        asked = self.loop.run_until_complete(
+            judge_rows(
+                self.transport,
+                [rows[i] for i in asking],
+                protocol=protocol,
                 rounds=cfg.judge_rounds,
                 max_tokens=cfg.judge_max_tokens,
+                max_retries=cfg.judge_max_retries,
                 vote_temperature=cfg.vote_temperature,
                 structured=cfg.judge_structured,
+                early_decision=cfg.judge_early_decision,
             )
         )
-        if key is not None:
-            self.done[key] = task
-        result = await task
-        if key is not None and result["status"] != "scored":
-            self.done.pop(key, None)  # a failure is not reused: the next identical item asks again
-        return dict(result, reused=False)
+        for i, res in zip(asking, asked, strict=True):
+            results[i] = dict(res, reused=False)
+            if keys[i] is not None and res["status"] == "scored":  # a failure is not reused by later batches
+                self.done[keys[i]] = res
+        for i, key in enumerate(keys):
+            if results[i] is None:  # a copy of an item asked in this batch shares its result
+                results[i] = dict(results[first[key]], reused=True)
+        return [judgment_row(r, protocol, res) for r, res in zip(rows, results, strict=True)]
 
     def __call__(self, batch):
-        """Returns one judgment row per answered row: id, task, kind, group, modality, protocol, status, score, ..."""
-        import pandas as pd
-
+        """Returns the batch with one `judgment_<protocol>` column per protocol (JSON text, "" when skipped)."""
         rows = batch.to_dict("records")
+        out = batch.copy()
+        for protocol in self.protocols:
+            column: list[str] = [""] * len(rows)
+            todo = [i for i, r in enumerate(rows) if r["id"] not in self.skip[protocol]]
+            generated = [i for i in todo if rows[i]["status"] == "generated"]
+            for i in todo:
+                if rows[i]["status"] != "generated":
+                    row = rows[i]
+                    column[i] = _dump(judgment_row(row, protocol, {"status": row["status"], "error": row.get("error")}))
+            if generated:
+                for i, judged in zip(generated, self.judge_rows([rows[i] for i in generated], protocol), strict=True):
+                    column[i] = _dump(judged)
+            out[JUDGMENT_COLUMN.format(protocol)] = column
+        return out
 
-        async def all_rows() -> list[dict[str, Any]]:
-            return list(await asyncio.gather(*(self._judge(r) for r in rows)))
 
-        results = self.loop.run_until_complete(all_rows())
-        return pd.DataFrame([judgment_row(row, self.protocol, res) for row, res in zip(rows, results, strict=True)])
+def _dump(row: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(_stored_row(row), ensure_ascii=False, allow_nan=False)
 
 
 def judgment_row(row: Mapping[str, Any], protocol: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    """Returns the stored judgment of one item: its identity, the protocol, and the judge's result."""
+    """Returns the stored judgment of one item: its identity, the protocol, and the judge's result.
+
+    `rounds_asked` is how many rounds (or votes) the judge answered; `rounds_saved` how many the early
+    decision did not need to ask (`medix_ray.eval.protocol.decided`).
+    """
     keep = ("id", "task", "kind", "group", "modality")
     return {
         **{k: row[k] for k in keep},
@@ -219,49 +354,108 @@ def judgment_row(row: Mapping[str, Any], protocol: str, result: Mapping[str, Any
         "score": result.get("score"),
         "rounds": list(result.get("rounds") or []),
         "replies": list(result.get("replies") or []),
+        "rounds_asked": int(result.get("rounds_asked") or 0),
+        "rounds_saved": int(result.get("rounds_saved") or 0),
         "reused": bool(result.get("reused", False)),
         "error": result.get("error") or row.get("error") or "",
     }
 
 
+def _judge_stage(ds: Any, judge: str, model: str, cfg: EvalConfig, skip: Mapping[str, set[str]]) -> Any:
+    """Returns `ds` followed by the judge stage: one JudgeWorker actor for all of cfg's protocols."""
+    in_process = not is_url(judge) and not is_serve_judge(judge)
+    return ds.map_batches(
+        JudgeWorker,
+        fn_constructor_kwargs=dict(judge=judge, model=model, cfg=cfg, protocols=protocols(cfg), skip=skip),
+        batch_size=cfg.judge_batch_size,
+        batch_format="pandas",
+        concurrency=1,
+        # An in-process judge holds an engine; a client needs little.
+        num_cpus=cfg.judge_num_cpus if in_process else 0.25,
+        num_gpus=(cfg.judge_num_gpus or None) if in_process else None,
+    )
+
+
+def _consume(
+    ds: Any,
+    total: int,
+    desc: str,
+    progress: bool,
+    gen_store: PhaseStore | None = None,
+    fresh: set[str] = frozenset(),
+    judge_stores: Mapping[str, PhaseStore] | None = None,
+) -> tuple[int, dict[str, int]]:
+    """Stores each batch the dataset yields; returns (rows generated, {protocol: rows judged}).
+
+    Per batch, the rows whose id is in `fresh` go to the generations store first, then each protocol's
+    judgments to its store, each as one atomic part. An interruption in between leaves answers without
+    judgments, which the next run judges: never a duplicate, never a gap.
+    """
+    import json
+
+    from tqdm import tqdm
+
+    judge_stores = dict(judge_stores or {})
+    generated, judged = 0, {p: 0 for p in judge_stores}
+    with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            records = batch.to_dict("records")
+            columns = [JUDGMENT_COLUMN.format(p) for p in judge_stores]
+            if gen_store is not None:
+                new = [
+                    _stored_row({k: v for k, v in r.items() if k not in columns}) for r in records if r["id"] in fresh
+                ]
+                gen_store.write(new)
+                generated += len(new)
+            for protocol, store in judge_stores.items():
+                rows = [r for r in records if r.get(JUDGMENT_COLUMN.format(protocol))]
+                store.write(json.loads(r[JUDGMENT_COLUMN.format(protocol)]) for r in rows)
+                judged[protocol] += sum(1 for r in rows if r["status"] == "generated")
+            bar.update(len(records))
+    return generated, judged
+
+
+def _record_unanswered(answers: Mapping[str, Mapping[str, Any]], stores: Mapping[str, PhaseStore]) -> None:
+    """Writes, per protocol, the judgment of each stored answer that failed (its status), unless stored."""
+    for protocol, store in stores.items():
+        stored = store.rows()
+        store.write(
+            judgment_row(row, protocol, {"status": row["status"], "error": row.get("error", "")})
+            for i, row in answers.items()
+            if row["status"] != "generated" and stored.get(i, {}).get("status") != row["status"]
+        )
+
+
+def _scored_ids(stores: Mapping[str, PhaseStore]) -> dict[str, set[str]]:
+    """Returns {protocol: ids already scored}: the ids each protocol's judge skips."""
+    return {p: {i for i, r in s.rows().items() if r.get("status") in SCORED_STATUSES} for p, s in stores.items()}
+
+
 def judge_phase(
     answers: Mapping[str, Mapping[str, Any]],
-    store: PhaseStore,
-    base_url: str,
+    stores: Mapping[str, PhaseStore],
+    judge: str,
     judge_model: str,
     cfg: EvalConfig,
-    protocol: str,
     progress: bool = True,
-) -> int:
-    """Judges the answered items the store has no score for; returns how many were judged.
+) -> dict[str, int]:
+    """Judges the answered items each protocol's store has no score for; returns {protocol: items judged}.
 
     Items whose generation failed are recorded with that status, so that the report counts them.
     """
     import ray
 
-    stored = store.rows()
-    unanswered = [
-        judgment_row(row, protocol, {"status": row["status"], "error": row.get("error", "")})
-        for i, row in answers.items()
-        if row["status"] != "generated" and stored.get(i, {}).get("status") != row["status"]
-    ]
-    store.write(unanswered)
+    _record_unanswered(answers, stores)
+    scored = _scored_ids(stores)
     todo = [
         dict(row)
         for i, row in answers.items()
-        if row["status"] == "generated" and stored.get(i, {}).get("status") != "scored"
+        if row["status"] == "generated" and any(i not in scored[p] for p in stores)
     ]
     if not todo:
-        return 0
-    ds = ray.data.from_items(todo).map_batches(
-        JudgeWorker,
-        fn_constructor_kwargs=dict(base_url=base_url, model=judge_model, cfg=cfg, protocol=protocol),
-        batch_size=cfg.judge_batch_size,
-        batch_format="pandas",
-        concurrency=1,
-        num_cpus=0.25,
-    )
-    return _stream(ds, store, len(todo), f"judge ({protocol})", progress)
+        return {p: 0 for p in stores}
+    ds = _judge_stage(ray.data.from_items(todo), judge, judge_model, cfg, scored)
+    return _consume(ds, len(todo), "judge", progress, judge_stores=stores)[1]
 
 
 def served_model_name(base_url: str, api_key_env: str) -> str:
@@ -270,15 +464,18 @@ def served_model_name(base_url: str, api_key_env: str) -> str:
 
     from openai import OpenAI
 
+    from medix_ray.redact import redact_text, redact_url
     from medix_ray.rewards.judge import JudgeUnavailableError
 
     try:
         client = OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", timeout=10, max_retries=1)
         models = client.models.list().data
     except Exception as exc:
-        raise JudgeUnavailableError(f"judge at {base_url} is unavailable: {type(exc).__name__}: {exc}") from exc
+        raise JudgeUnavailableError(
+            f"judge at {redact_url(base_url)} is unavailable: {type(exc).__name__}: {redact_text(str(exc))}"
+        ) from exc
     if not models:
-        raise JudgeUnavailableError(f"judge at {base_url} lists no model; set eval.judge_model")
+        raise JudgeUnavailableError(f"judge at {redact_url(base_url)} lists no model; set eval.judge_model")
     return models[0].id
 
 
@@ -299,14 +496,18 @@ def connect_ray(address: str | None = None, kv_cache_space_gib: int = 1) -> None
     if ray.is_initialized():
         return
     # A small CPU machine is oversubscribed: Ray Data's tasks and the engine actor need whole CPUs
-    # (research/feasibility.md), and the engine and the judge server time-share the cores anyway.
+    # (docs/cpu_notes.md), and the engine and the judge server time-share the cores anyway.
     num_cpus = None if address else max(os.cpu_count() or 1, 4)
     ray.init(
         address=address,
         num_cpus=num_cpus,
         runtime_env={"env_vars": worker_env(kv_cache_space_gib)},
-        log_to_driver=False,
+        log_to_driver=False,  # the candidate and judge engines' output stays in the Ray session logs
     )
+    from medix_ray import console
+
+    console.current().quiet_libraries()
+    console.current().link_ray_logs()
 
 
 def _require_rows(items: Sequence[EvalItem], rows: Mapping[str, Any], what: str, phase: str) -> None:
@@ -327,6 +528,7 @@ def run_evaluation(
     progress: bool = True,
     selection: tuple[list[Any], list[EvalItem]] | None = None,
     address: str | None = None,
+    pixel_bounds: Any = None,
 ) -> EvalResult:
     """Runs the selected phases for one candidate model; returns what they produced.
 
@@ -350,13 +552,35 @@ def run_evaluation(
     gen_store = PhaseStore(out / "generations")
     logger.info("evaluating %s on %d task(s), %d item(s); results in %s", model, len(specs), len(items), out)
 
-    # A judge we serve ourselves starts now, in the background: its start-up overlaps generation.
+    # A local judge model runs in-process in the judge actor (cfg.judge_in_process), or is served on
+    # 127.0.0.1 for the run, starting now in the background so that its start-up overlaps generation.
+    url_judge = is_url(cfg.judge) or is_serve_judge(cfg.judge)  # served elsewhere: no engine or server here
+    in_process = not url_judge and cfg.judge_in_process
     server, server_up, waiter = None, None, None
-    if "judge" in phases and not is_url(cfg.judge):
+    if "judge" in phases and not url_judge and not in_process:
         server = LocalJudgeServer(cfg.judge, max_model_len=cfg.max_model_len)
         server.launch()  # from this thread: see LocalJudgeServer.launch
         waiter = ThreadPoolExecutor(1, thread_name_prefix="judge-server")
         server_up = waiter.submit(server.wait_ready)
+    # Judging starts on each batch as soon as it is answered, unless the judge server has to come up first.
+    overlap = cfg.overlap_phases and "generate" in phases and "judge" in phases and server is None
+    stores = {p: PhaseStore(out / f"judgments-{p}") for p in protocols(cfg)}
+
+    def judge_endpoint() -> tuple[str, str]:
+        """Returns (judge, model name) for JudgeWorker: a checked URL and its model, or the local model."""
+        if is_serve_judge(cfg.judge):  # a Serve app's judge: checked on the cluster it runs on
+            connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
+            return cfg.judge, serve_judge.check(cfg.judge, cfg.judge_timeout_s).model
+        if in_process:
+            return cfg.judge, cfg.judge_model or folder_safe(cfg.judge)
+        if server is not None:
+            base_url, judge_model = server_up.result(), cfg.judge_model or server.served_model
+        else:
+            base_url = cfg.judge
+            judge_model = cfg.judge_model or served_model_name(base_url, cfg.judge_api_key_env)
+        check_judge(base_url, judge_model, cfg)
+        return base_url, judge_model
+
     try:
         if "generate" in phases:
             model_path = resolve_model(model)
@@ -367,25 +591,27 @@ def run_evaluation(
                     "evaluate a vision-language model or select --tasks llm"
                 )
             t0 = time.monotonic()
+            judge, judge_model = judge_endpoint() if overlap else ("", "")
             connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
-            result.generated = generate_phase(items, gen_store, model_path, cfg, rollout_cfg, progress)
-            result.seconds["generate"] = time.monotonic() - t0
+            if overlap:
+                result.generated, result.judged = generate_and_judge(
+                    items, gen_store, stores, model_path, judge, judge_model, cfg, rollout_cfg, progress, pixel_bounds
+                )
+                result.seconds["generate+judge"] = time.monotonic() - t0
+            else:
+                result.generated = generate_phase(
+                    items, gen_store, model_path, cfg, rollout_cfg, progress, pixel_bounds
+                )
+                result.seconds["generate"] = time.monotonic() - t0
         ids = {it.id for it in items}
         answers = {i: row for i, row in gen_store.rows().items() if i in ids}
 
-        if "judge" in phases:
+        if "judge" in phases and not overlap:
             t0 = time.monotonic()
-            if server is not None:
-                base_url, judge_model = server_up.result(), cfg.judge_model or server.served_model
-            else:
-                base_url = cfg.judge
-                judge_model = cfg.judge_model or served_model_name(base_url, cfg.judge_api_key_env)
-            check_judge(base_url, judge_model, cfg)
+            judge, judge_model = judge_endpoint()
             _require_rows(items, answers, "answer", "generate")
             connect_ray(address)
-            for protocol in protocols(cfg):
-                store = PhaseStore(out / f"judgments-{protocol}")
-                result.judged[protocol] = judge_phase(answers, store, base_url, judge_model, cfg, protocol, progress)
+            result.judged = judge_phase(answers, stores, judge, judge_model, cfg, progress)
             result.seconds["judge"] = time.monotonic() - t0
     finally:
         if server is not None:
@@ -424,7 +650,13 @@ def run_evaluation(
             result.tables[primary],
             model=folder_safe(model),
             protocol=primary,
-            judge=cfg.judge if is_url(cfg.judge) else folder_safe(cfg.judge),
+            judge=(
+                serve_judge.report_label(cfg.judge)
+                if is_serve_judge(cfg.judge)
+                else cfg.judge
+                if is_url(cfg.judge)
+                else folder_safe(cfg.judge)
+            ),
             samples=samples,
             leaderboard=load_leaderboard(),
             extra=extra or None,

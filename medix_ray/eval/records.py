@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 KINDS = ("binary", "rubric")
 RUBRIC_MAX = 5.0
 
-# A record's status. Only `scored` records carry a score; every other status is counted in the report.
-STATUSES = ("scored", "input_error", "generation_error", "judge_error")
+# A record's status. `scored` records carry the judge's score. `grader_attack` records carry 0, decided
+# without the judge because the prediction is an attack on it (medix_ray/rewards/grader_attack.py): a wrong
+# answer, counted in the accuracy and counted apart. Every other status is an error, excluded from the
+# accuracy and counted in the report.
+STATUSES = ("scored", "grader_attack", "input_error", "generation_error", "judge_error")
+SCORED_STATUSES = ("scored", "grader_attack")
 
 
 @dataclass(frozen=True)

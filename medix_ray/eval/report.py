@@ -12,7 +12,7 @@ file or the new one, never half of one. report.md shows percentages; every machi
 fractions in [0, 1] (the reference mixes the two in one table, weakness 4).
 
 Submission layout (an assumption): the leaderboard's own submission format is not public, so the zip
-follows the reference evaluation's output layout (research/method.md §4.1), with `<model>` the model
+follows the reference evaluation's output layout (docs/method.md §4.1), with `<model>` the model
 name made folder-safe:
 
     results/<model>/<model>.jsonl        one JSON object per sample: id, task, question, answer,
@@ -40,7 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from medix_ray.eval.records import SCORED_STATUSES
 from medix_ray.eval.score import ERROR_STATUSES, Average, Leaderboard, ScoreTable
+from medix_ray.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def write_report(
     meta = {
         "model": model,
         "protocol": protocol,
-        "judge": judge,
+        "judge": redact_url(judge),  # a URL's credentials never reach report.md, scores.json or the zip
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     payload = {**meta, **table.to_dict(), "extra": {p: t.to_dict() for p, t in extra.items()}}
@@ -97,10 +99,28 @@ def write_report(
     return files
 
 
+class UnsafeNameError(ValueError):
+    """A name from user input cannot be a folder or zip-entry name (empty, `.` or `..`); the message says which."""
+
+
 def folder_safe(model: str) -> str:
-    """Returns the model name as a folder-safe name: its last path component, odd characters as '_'."""
-    base = Path(model.rstrip("/")).name or model
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "model"
+    """Returns the model name as a folder-safe name: its last path component, odd characters as '_'.
+
+    The result is one path component, never `.` or `..`, so `<output_dir>/<name>` and the zip's
+    `results/<name>/` entries stay inside their folder; a name with no such component is refused:
+
+        >>> folder_safe("/models/MBZUAI/MediX-R1-8B/")
+        'MediX-R1-8B'
+        >>> folder_safe("../")
+        Traceback (most recent call last):
+        ...
+        medix_ray.eval.report.UnsafeNameError: model name '../' has no usable folder name (its last component is '..')
+    """
+    last = re.split(r"[/\\]+", model.strip().rstrip("/\\"))[-1]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", last)
+    if name in ("", ".", ".."):
+        raise UnsafeNameError(f"model name {model!r} has no usable folder name (its last component is {last!r})")
+    return name
 
 
 def render_markdown(
@@ -117,6 +137,11 @@ def render_markdown(
         "",
         f"- protocol: {meta['protocol']}; judge: {meta['judge']}; written {meta['timestamp']}",
         f"- complete: {'yes' if o.complete else 'NO (some items were not scored; see Errors)'}",
+        f"- judge rounds: {table.rounds_asked} asked, {table.rounds_saved} saved by the early decision "
+        "(a binary majority stops once decided; the verdict is the same)",
+        f"- grader attacks: {table.n_grader_attack} prediction(s) only addressed the judge (verdict words, "
+        "self-grading, empty preambles, role markers, fake reference lines, instructions); each was scored 0 "
+        "without asking the judge and counts in the accuracy as a wrong answer",
         f"- accuracy = mean over scored items (binary score, or rubric score / 5); errors are excluded and "
         f"counted; 95% CIs: percentile bootstrap, {table.n_boot} resamples (seed {table.seed}), stratified by "
         "task for the averages",
@@ -341,6 +366,12 @@ def _comparison_markdown(table: ScoreTable, leaderboard: Leaderboard, model: str
             f"Only {len(tasks)} of the {len(leaderboard.tasks)} leaderboard tasks were scored; the average row "
             "re-averages every published model over those same tasks.",
         ]
+    if unlisted := [t.task for t in table.tasks if t.accuracy is not None and t.task not in leaderboard.display]:
+        lines += [
+            "",
+            f"Not on the published table, so not in the average row (they are in our overall average): "
+            f"{', '.join(unlisted)}.",
+        ]
     return lines
 
 
@@ -355,7 +386,8 @@ def _task_accuracy(table: ScoreTable, task: str) -> float | None:
 def _sample_line(sample: Mapping[str, Any], protocol: str) -> dict[str, Any]:
     """Returns one submission jsonl object; a non-finite or unscored score becomes null."""
     score = sample.get("score")
-    if sample.get("status", "scored") != "scored" or (isinstance(score, float) and not math.isfinite(score)):
+    unscored = sample.get("status", "scored") not in SCORED_STATUSES
+    if unscored or (isinstance(score, float) and not math.isfinite(score)):
         score = None
     return {
         "id": sample["id"],

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterable
 
 from medix_ray.config import MedixConfig
+from medix_ray.data.images import PixelBounds
 from medix_ray.eval.pipeline import PHASES, EvalResult, run_evaluation
 
 
@@ -27,6 +28,7 @@ def evaluate(
             model,
             phases=phases,
             rollout_cfg=cfg.rollout,
+            pixel_bounds=PixelBounds.from_config(cfg.data),
             progress=sys.stderr.isatty() if progress is None else progress,
             address=address,
         )

@@ -2,7 +2,7 @@
 
     judgment rows (one protocol) ──score_records──▶ ScoreTable ──report.write_report──▶ files
 
-What the reference computes, and how this differs (research/method.md §4.1, §4.4):
+What the reference computes, and how this differs (docs/method.md §4.1, §4.4):
 
 - Per task, accuracy = mean over *scored* items of the score (binary 0/1) or score/5 (0–5 rubric), i.e. the
   reference's correct/N and Σscore/(5·N). Items whose input, generation or judging failed are excluded from
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from medix_ray.eval.records import KINDS, RUBRIC_MAX, STATUSES
+from medix_ray.eval.records import KINDS, RUBRIC_MAX, SCORED_STATUSES, STATUSES
 
-ERROR_STATUSES = tuple(s for s in STATUSES if s != "scored")
+ERROR_STATUSES = tuple(s for s in STATUSES if s not in SCORED_STATUSES)
 GROUPS = ("llm", "vlm")
 CI_LEVEL = 0.95
-DEFAULT_LEADERBOARD = Path(__file__).resolve().parents[2] / "configs/eval/leaderboard.yaml"
+LEADERBOARD_FILE = "leaderboard.yaml"  # packaged: medix_ray/eval/configs/leaderboard.yaml
 
 
 @dataclass
@@ -57,6 +57,7 @@ class TaskScore:
     n_scored: int
     errors: dict[str, int]  # status -> count, for every non-scored status (zeros included)
     accuracy: float | None  # fraction in [0, 1]; None when nothing was scored
+    n_grader_attack: int  # scored items decided 0 without the judge (their prediction attacked it)
     ci: tuple[float, float] | None  # percentile bootstrap 95% CI of the accuracy
     modalities: dict[str, ModalityScore] = field(default_factory=dict)  # modality -> breakdown (known only)
     # The task's bootstrap replicates of the accuracy, shape [n_boot]; kept for re-averaging over subsets.
@@ -77,6 +78,7 @@ class TaskScore:
             "n_scored": self.n_scored,
             "n_errors": self.n_errors,
             "errors": dict(self.errors),
+            "n_grader_attack": self.n_grader_attack,
             "accuracy": self.accuracy,
             "ci": None if self.ci is None else list(self.ci),
             "modalities": {
@@ -136,6 +138,8 @@ class ScoreTable:
     errors: dict[str, int]  # status -> count over all tasks (zeros included)
     n_boot: int
     seed: int
+    rounds_asked: int = 0  # judge rounds (or votes) answered over all rows
+    rounds_saved: int = 0  # rounds the early decision did not need (medix_ray.eval.protocol.decided)
 
     def task(self, name: str) -> TaskScore:
         """Returns the named task's score; raises KeyError naming the known tasks."""
@@ -143,6 +147,11 @@ class ScoreTable:
             if t.task == name:
                 return t
         raise KeyError(f"no task {name!r} in the table; tasks: {[t.task for t in self.tasks]}")
+
+    @property
+    def n_grader_attack(self) -> int:
+        """Returns how many items over all tasks were decided 0 as grader attacks."""
+        return sum(t.n_grader_attack for t in self.tasks)
 
     def macro(self, tasks: Iterable[str] | None = None) -> Average:
         """Returns the unweighted mean (and stratified bootstrap CI) over the given tasks that have an accuracy."""
@@ -156,9 +165,11 @@ class ScoreTable:
             "tasks": [t.to_dict() for t in self.tasks],
             "overall": self.overall.to_dict(),
             "errors": dict(self.errors),
+            "n_grader_attack": self.n_grader_attack,
             "n_boot": self.n_boot,
             "seed": self.seed,
             "ci_level": CI_LEVEL,
+            "judge_rounds": {"asked": self.rounds_asked, "saved": self.rounds_saved},
         }
 
 
@@ -197,9 +208,11 @@ def normalized_score(row: Mapping[str, Any]) -> float | None:
         raise ValueError(f"row {rid!r}: kind {kind!r} is not one of {KINDS}")
     if status not in STATUSES:
         raise ValueError(f"row {rid!r}: status {status!r} is not one of {STATUSES}")
-    if status != "scored":
+    if status not in SCORED_STATUSES:
         return None  # whatever score an error row carries (None, or NaN from a DataFrame) is not a result
     score = row.get("score")
+    if status == "grader_attack" and score != 0:
+        raise ValueError(f"row {rid!r}: a grader_attack row is decided 0, got score {score!r}")
     if isinstance(score, bool) or not isinstance(score, int | float | np.integer | np.floating):
         raise ValueError(f"row {rid!r}: a scored row needs a numeric score, got {score!r}")
     score = float(score)
@@ -244,6 +257,7 @@ def score_records(
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     seen: set[str] = set()
     by_task: dict[str, list[tuple[Mapping[str, Any], float | None]]] = {}
+    asked = saved = 0
     for row in rows:
         for key in ("id", "task", "kind", "group", "status"):
             if key not in row:
@@ -255,6 +269,8 @@ def score_records(
         if row["group"] not in GROUPS:
             raise ValueError(f"row {rid!r}: group {row['group']!r} is not one of {GROUPS}")
         by_task.setdefault(row["task"], []).append((row, normalized_score(row)))
+        asked += _count(row, "rounds_asked", default=len(row.get("rounds") or []))
+        saved += _count(row, "rounds_saved", default=0)
 
     order = list(dict.fromkeys(task_order or ()))
     order += sorted(t for t in by_task if t not in set(order))
@@ -273,14 +289,26 @@ def score_records(
         complete=bool(tasks) and all(t.accuracy is not None and t.n_errors == 0 for t in tasks),
     )
     errors = {s: sum(t.errors[s] for t in tasks) for s in ERROR_STATUSES}
-    return ScoreTable(tasks=tasks, overall=overall, errors=errors, n_boot=n_boot, seed=seed)
+    return ScoreTable(
+        tasks=tasks, overall=overall, errors=errors, n_boot=n_boot, seed=seed, rounds_asked=asked, rounds_saved=saved
+    )
+
+
+def _count(row: Mapping[str, Any], key: str, default: int) -> int:
+    """Returns a row's non-negative round count `key` (`default` when absent: rows stored before it existed)."""
+    value = row.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"row {row.get('id')!r}: {key} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def load_leaderboard(path: str | Path | None = None) -> Leaderboard:
-    """Returns the published leaderboard read from configs/eval/leaderboard.yaml (or `path`)."""
+    """Returns the published leaderboard read from the packaged medix_ray/eval/configs/leaderboard.yaml (or `path`)."""
     import yaml
 
-    path = Path(path) if path is not None else DEFAULT_LEADERBOARD
+    from medix_ray.eval.configs import packaged
+
+    path = Path(path) if path is not None else packaged(LEADERBOARD_FILE)
     with path.open(encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
     models = tuple(raw["models"])
@@ -328,7 +356,7 @@ def _score_task(
             raise ValueError(f"task {name!r}: rows disagree on {label}: {sorted(values)}")
     errors = {s: 0 for s in ERROR_STATUSES}
     for r, _ in rows:
-        if r["status"] != "scored":
+        if r["status"] in errors:
             errors[r["status"]] += 1
     scored = np.array([s for _, s in rows if s is not None], dtype=np.float64)
     accuracy = ci = boot = None
@@ -359,6 +387,7 @@ def _score_task(
         n_scored=len(scored),
         errors=errors,
         accuracy=accuracy,
+        n_grader_attack=sum(1 for r, _ in rows if r["status"] == "grader_attack"),
         ci=ci,
         modalities=modalities,
         boot=boot,

@@ -1,17 +1,19 @@
-"""The evaluation task registry (the 17 MediX-R1 benchmarks) and how a task becomes a list of `EvalItem`s.
+"""The evaluation task registry (the 18 MediX-R1 benchmarks) and how a task becomes a list of `EvalItem`s.
 
-    registry = load_registry()                        # configs/eval/tasks.yaml, every entry validated
+    registry = load_registry()                        # the packaged medix_ray/eval/configs/tasks.yaml, validated
     specs = select_tasks(["vlm"], registry)            # or "all", "llm", "medqa,pubmedqa"
     items = load_task(specs[0], data_dir="data/eval", limit=50)
 
-A task is read from the hub (`datasets.load_dataset(hub_id, config, split=...)`) or, with `data_dir`, from a
-local copy in `<data_dir>/<task>/` (see `LAYOUTS`). A wrong column mapping or a missing copy raises
-`TaskDataError`; a problem of one row (a missing or undecodable image, an answer index naming no option) is
-kept on its item as `EvalItem.error`, which the report counts as an input error — nothing is dropped silently.
+A task is read from the hub (`datasets.load_dataset(hub_id, config, split=...)`, once per config when it has
+several) or, with `data_dir`, from a local copy in `<data_dir>/<task>/` (see `LAYOUTS`). A wrong column mapping or
+a missing copy raises `TaskDataError`; a problem of one row (a missing or undecodable image, an answer naming no
+option) is kept on its item as `EvalItem.error`, which the report counts as an input error — nothing is dropped
+silently (rows a task's declared `filters` leave out are counted in the log).
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -22,28 +24,37 @@ import urllib.request
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from medix_ray.data.paths import PathEscapeError, confine
+from medix_ray.eval.configs import packaged
 from medix_ray.eval.records import KINDS, EvalItem
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_PATH = Path(__file__).resolve().parents[2] / "configs" / "eval" / "tasks.yaml"
+REGISTRY_FILE = "tasks.yaml"  # in the package: medix_ray/eval/configs/tasks.yaml
 LETTERS = "ABCDEFGHIJ"
-TEMPLATES = ("base", "mimic")  # the judge templates (research/method.md §4.2)
+TEMPLATES = ("base", "mimic")  # the judge templates (docs/method.md)
 GROUPS = ("llm", "vlm")
 ANSWER_FORMATS = ("index", "letter", "text")
-CONTEXT_ENTRIES = ("first", "all")
+LIST_ENTRIES = ("first", "all")
 LAYOUTS = (
     "parquet file(s), jsonl or json file(s), a datasets.save_to_disk folder (dataset_info.json / state.json), "
-    "or an image folder (metadata.jsonl with a file_name column, plus the images)"
+    "or an image folder (metadata.jsonl with a file_name column, plus the images); a task with several hub "
+    "configs also takes one such folder per config, <task>/<config>/"
 )
 SPLIT_NAMES = ("train", "validation", "valid", "dev", "test")
-# MIMIC-CXR-JPG is credentialed; these are read from the environment only, never from config or argv.
-CREDENTIAL_ENV = ("PHYSIONET_USERNAME", "PHYSIONET_PASSWORD")
+# MIMIC-CXR-JPG is credentialed. The user name and password are read from the environment only (never from a
+# config or a command line), under our spelling or the reference's (eval/README.md: PHYSIONET_UNAME/PWD); the
+# first one set wins.
+CREDENTIAL_ENV = {
+    "username": ("PHYSIONET_USERNAME", "PHYSIONET_UNAME"),
+    "password": ("PHYSIONET_PASSWORD", "PHYSIONET_PWD"),
+}
 
 
 class TaskDataError(ValueError):
@@ -52,7 +63,7 @@ class TaskDataError(ValueError):
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One benchmark: where it lives and how a source row becomes a question (keys: configs/eval/tasks.yaml)."""
+    """One benchmark: where it lives and how a source row becomes a question (keys: configs/tasks.yaml's header)."""
 
     name: str
     hub_id: str
@@ -61,23 +72,35 @@ class TaskSpec:
     template: str  # base | mimic
     group: str  # llm | vlm
     answer: str  # column
-    config: str | None = None
+    config: str | tuple[str, ...] | None = None  # several: their rows concatenated in this order
     revision: str | None = None
     answer_format: str = "text"  # index | letter | text
     answer_detail: str | None = None  # column appended to the answer after a newline
     instruction: str = ""  # fixed text placed first in the question
-    question: str | None = None  # column
-    context: str | None = None  # column of context paragraphs
-    context_entries: str = "first"  # first | all
-    choices: str | tuple[str, ...] | None = None  # a list/dict column, or option columns
+    question: str | tuple[str, ...] | None = None  # a column; several: labelled sections "<Column>:\n<value>"
+    list_entries: str = "first"  # a list cell in a question column: its first entry | all, one per line
+    choices: str | tuple[str, ...] | None = None  # a list/dict column (or its text), or option columns
     fixed_choices: tuple[str, ...] = ()
-    image: str | None = None  # column
+    image: str | None = None  # column: an image, bytes, a path, or an http(s) URL
     image_dir: str = ""  # relative image paths resolve against <task folder>/<image_dir>
     image_archive: str | None = None  # zip holding the image_dir tree
-    image_url: str = ""  # base URL missing images are fetched from (credentials from CREDENTIAL_ENV)
+    image_url: str = ""  # base URL of the credentialed image host (credentials from CREDENTIAL_ENV)
     modality: str = ""
     modality_column: str | None = None
     filters: tuple[tuple[str, str], ...] = ()  # (column, value): rows kept
+
+    @property
+    def configs(self) -> tuple[str | None, ...]:
+        """Returns the hub configs read, in order: (None,) for a dataset without configs."""
+        if isinstance(self.config, tuple):
+            return self.config
+        return (self.config,)
+
+    @property
+    def question_columns(self) -> tuple[str, ...]:
+        if self.question is None:
+            return ()
+        return self.question if isinstance(self.question, tuple) else (self.question,)
 
 
 _REQUIRED = ("hub_id", "split", "kind", "template", "group", "answer")
@@ -86,8 +109,10 @@ _CHOICES = {
     "template": TEMPLATES,
     "group": GROUPS,
     "answer_format": ANSWER_FORMATS,
-    "context_entries": CONTEXT_ENTRIES,
+    "list_entries": LIST_ENTRIES,
 }
+# Keys that take a list of strings (or, for these, also one string).
+_LIST_KEYS = ("config", "question", "choices", "fixed_choices")
 
 
 def _spec_from_entry(name: str, entry: Any) -> TaskSpec:
@@ -99,7 +124,7 @@ def _spec_from_entry(name: str, entry: Any) -> TaskSpec:
     for key, value in values.items():
         if key not in known:
             raise TaskDataError(f"task {name!r}: unknown key {key!r}; known keys: {', '.join(known)}")
-        if key in ("choices", "fixed_choices", "filters"):
+        if key in (*_LIST_KEYS, "filters"):
             continue
         if value is not None and not isinstance(value, str):
             raise TaskDataError(f"task {name!r}: key {key!r} must be a string, got {value!r}")
@@ -109,14 +134,14 @@ def _spec_from_entry(name: str, entry: Any) -> TaskSpec:
     for key, allowed in _CHOICES.items():
         if key in values and values[key] not in allowed:
             raise TaskDataError(f"task {name!r}: key {key!r} is {values[key]!r}; expected one of {', '.join(allowed)}")
-    for key in ("choices", "fixed_choices"):
+    for key in _LIST_KEYS:
         value = values.get(key)
         if isinstance(value, list):
-            if not value or not all(isinstance(v, str) for v in value):
+            if not value or not all(isinstance(v, str) and v for v in value):
                 raise TaskDataError(f"task {name!r}: key {key!r} must be a non-empty list of strings, got {value!r}")
             values[key] = tuple(value)
-        elif value is not None and not (key == "choices" and isinstance(value, str)):
-            raise TaskDataError(f"task {name!r}: key {key!r} must be a column name or a list, got {value!r}")
+        elif value is not None and not (key != "fixed_choices" and isinstance(value, str)):
+            raise TaskDataError(f"task {name!r}: key {key!r} must be a string or a list of strings, got {value!r}")
     values["fixed_choices"] = values.get("fixed_choices") or ()
     filters = values.get("filters") or {}
     if not isinstance(filters, Mapping):
@@ -135,8 +160,8 @@ def _spec_from_entry(name: str, entry: Any) -> TaskSpec:
         raise bad("image", "an llm task has no image; use group: vlm")
     if not spec.question and not spec.instruction:
         raise bad("question", "give a question column, an instruction, or both")
-    if spec.context and not spec.question:
-        raise bad("context", "a context needs a question column")
+    if spec.image_url and urlsplit(spec.image_url).scheme not in ("http", "https"):
+        raise bad("image_url", f"{spec.image_url!r} is not an http(s) URL")
     if spec.choices and spec.fixed_choices:
         raise bad("fixed_choices", "give either choices or fixed_choices, not both")
     if len(spec.fixed_choices) > len(LETTERS) or (isinstance(spec.choices, tuple) and len(spec.choices) > len(LETTERS)):
@@ -147,17 +172,17 @@ def _spec_from_entry(name: str, entry: Any) -> TaskSpec:
 
 
 def load_registry(path: str | Path | None = None) -> dict[str, TaskSpec]:
-    """Returns the task specs by name, in file order; default path: the repository's configs/eval/tasks.yaml."""
-    path = Path(path) if path else REGISTRY_PATH
-    if not path.is_file():
-        raise TaskDataError(f"task registry not found: {path}")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    """Returns the task specs by name, in file order; default: the packaged medix_ray/eval/configs/tasks.yaml."""
+    source = Path(path) if path else packaged(REGISTRY_FILE)
+    if not source.is_file():
+        raise TaskDataError(f"task registry not found: {source}")
+    doc = yaml.safe_load(source.read_text(encoding="utf-8"))
     if not isinstance(doc, Mapping) or not isinstance(doc.get("tasks"), Mapping):
-        raise TaskDataError(f"task registry {path}: expected a top-level 'tasks:' mapping")
+        raise TaskDataError(f"task registry {source}: expected a top-level 'tasks:' mapping")
     # Top-level keys starting with "_" hold YAML anchors (shared MMLU keys); anything else is a typo.
     extra = [k for k in doc if k != "tasks" and not str(k).startswith("_")]
     if extra:
-        raise TaskDataError(f"task registry {path}: unknown top-level keys {extra}; expected 'tasks' (and _anchors)")
+        raise TaskDataError(f"task registry {source}: unknown top-level keys {extra}; expected 'tasks' (and _anchors)")
     return {str(name): _spec_from_entry(str(name), entry) for name, entry in doc["tasks"].items()}
 
 
@@ -189,7 +214,7 @@ def _column(spec: TaskSpec, row: Mapping[str, Any], column: str) -> Any:
 
 
 def _mapped_columns(spec: TaskSpec) -> list[str]:
-    columns = [spec.question, spec.context, spec.answer, spec.answer_detail, spec.image, spec.modality_column]
+    columns = [*spec.question_columns, spec.answer, spec.answer_detail, spec.image, spec.modality_column]
     columns += list(spec.choices) if isinstance(spec.choices, tuple) else [spec.choices]
     return [c for c in columns if c] + [c for c, _ in spec.filters]
 
@@ -213,6 +238,8 @@ def _choices(spec: TaskSpec, row: Mapping[str, Any]) -> tuple[str, ...]:
                 values = list(value.values())
         elif isinstance(value, list | tuple) or hasattr(value, "tolist"):
             values = list(value)
+        elif isinstance(value, str):  # a list written out as text, e.g. MMMU's options "['Apnea', 'Hypoxia']"
+            values = _list_text(spec, value)
         else:
             raise TaskDataError(
                 f"task {spec.name!r}: choices column {spec.choices!r} holds {type(value).__name__}; "
@@ -254,20 +281,48 @@ def _answer(spec: TaskSpec, row: Mapping[str, Any], choices: tuple[str, ...]) ->
     return answer, letter
 
 
+def _list_text(spec: TaskSpec, text: str) -> list[Any]:
+    """Returns the list a choices cell spells out as Python or JSON text; raises TaskDataError otherwise."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, list | tuple):
+        raise TaskDataError(
+            f"task {spec.name!r}: choices column {spec.choices!r} holds text that is not a list: {text[:80]!r}"
+        )
+    return list(value)
+
+
+def _cell_text(spec: TaskSpec, row: Mapping[str, Any], column: str) -> str:
+    """Returns a question column's text: a list cell gives its first entry or all of them (`list_entries`)."""
+    value = _column(spec, row, column)
+    if isinstance(value, list | tuple) or hasattr(value, "tolist"):
+        entries = [str(e) for e in list(value) if e is not None and str(e)]
+        value = (entries[:1] if spec.list_entries == "first" else entries) or None
+        value = "\n".join(value) if value else None
+    if value is None:
+        raise TaskDataError(f"task {spec.name!r}: question column {column!r} is empty")
+    return str(value)
+
+
+def _section_label(column: str) -> str:
+    """Returns a question section's label as the reference writes it: CONTEXTS -> Contexts, report -> Report."""
+    return column.lower().capitalize()
+
+
 def build_question(spec: TaskSpec, row: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], str]:
-    """Returns (question text, answer text, option texts in letter order, answer letter or "") of one source row."""
+    """Returns (question text, answer text, option texts in letter order, answer letter or "") of one source row.
+
+    The text is the instruction, then the question: one column as it is, or, for a list of columns, one
+    labelled section per column ("Contexts:\n<first paragraph>\n\nQuestion:\n<question>", the reference's
+    layout); blank lines between the parts; then "Choices:" and one "A. <option>" line per option.
+    """
     parts = [spec.instruction] if spec.instruction else []
-    if spec.question:
-        question = _column(spec, row, spec.question)
-        if question is None:
-            raise TaskDataError(f"task {spec.name!r}: question column {spec.question!r} is empty")
-        question = str(question)
-        if spec.context:
-            value = _column(spec, row, spec.context)
-            entries = [str(e) for e in (list(value) if isinstance(value, list | tuple) else [value]) if e]
-            context = entries[0] if spec.context_entries == "first" and entries else "\n".join(entries)
-            question = f"Contexts: {context}\nQuestion: {question}"
-        parts.append(question)
+    if isinstance(spec.question, tuple):
+        parts += [f"{_section_label(c)}:\n{_cell_text(spec, row, c)}" for c in spec.question]
+    elif spec.question:
+        parts.append(_cell_text(spec, row, spec.question))
     text = "\n\n".join(parts)
     choices = _choices(spec, row)
     if choices:
@@ -305,8 +360,9 @@ def _dataset_rows(spec: TaskSpec, ds: Any) -> list[dict[str, Any]]:
     """Returns the rows of a `datasets.Dataset`, images left encoded ({bytes, path}) instead of decoded to PIL."""
     import datasets
 
-    if spec.image and isinstance(ds.features.get(spec.image), datasets.Image):
-        ds = ds.cast_column(spec.image, datasets.Image(decode=False))
+    for column, feature in ds.features.items():  # every image column: MMMU's unused image_2..7 stay undecoded too
+        if isinstance(feature, datasets.Image) and feature.decode:
+            ds = ds.cast_column(column, datasets.Image(decode=False))
     return ds.to_list()
 
 
@@ -324,13 +380,30 @@ def _read_json(spec: TaskSpec, path: Path) -> list[dict[str, Any]]:
 
 
 def _read_local(spec: TaskSpec, task_dir: Path) -> list[dict[str, Any]]:
-    """Returns the rows of a local copy in one of LAYOUTS; image-folder file names become absolute paths."""
+    """Returns the rows of a local copy in one of LAYOUTS; image-folder file names become absolute paths.
+
+    A task with several configs is read from `<task_dir>/<config>/`, one folder per config in config order, when
+    those folders are there, else from `task_dir` as a whole (the configs' rows already concatenated).
+    """
     if not task_dir.is_dir():
         raise TaskDataError(f"task {spec.name!r}: no local copy at {task_dir}; expected there: {LAYOUTS}")
+    if len(spec.configs) > 1:
+        present = [c for c in spec.configs if (task_dir / str(c)).is_dir()]
+        if present and len(present) < len(spec.configs):
+            missing = [c for c in spec.configs if c not in present]
+            raise TaskDataError(f"task {spec.name!r}: {task_dir} has folders for configs {present} but not {missing}")
+        if present:
+            return [row for config in spec.configs for row in _read_folder(spec, task_dir / str(config))]
+    return _read_folder(spec, task_dir)
+
+
+def _read_folder(spec: TaskSpec, task_dir: Path) -> list[dict[str, Any]]:
     if any((task_dir / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
         import datasets
 
-        ds = datasets.load_from_disk(str(task_dir))
+        from medix_ray.data.readers import load_from_disk
+
+        ds = load_from_disk(str(task_dir))  # an unreadable arrow file is a DataFileError naming it
         if isinstance(ds, datasets.DatasetDict):
             if spec.split not in ds:
                 raise TaskDataError(f"task {spec.name!r}: {task_dir} has splits {list(ds)}, not {spec.split!r}")
@@ -341,29 +414,41 @@ def _read_local(spec: TaskSpec, task_dir: Path) -> list[dict[str, Any]]:
         for meta in _split_files(spec, metadata, task_dir):
             for row in _read_json(spec, meta):
                 if "file_name" in row:  # as HF imagefolder does: file_name becomes the image column
-                    row[spec.image or "image"] = str(meta.parent.resolve() / row.pop("file_name"))
+                    try:
+                        row[spec.image or "image"] = confine(meta.parent.resolve(), str(row.pop("file_name")))
+                    except PathEscapeError as exc:
+                        raise TaskDataError(f"task {spec.name!r}: {meta}: {exc}") from exc
                 rows.append(row)
         return rows
     if parquet := sorted(task_dir.rglob("*.parquet")):
         import pyarrow.parquet as pq
 
-        return [row for f in _split_files(spec, parquet, task_dir) for row in pq.read_table(f).to_pylist()]
+        from medix_ray.data.readers import check_readable
+
+        files = _split_files(spec, parquet, task_dir)
+        for f in files:
+            check_readable(str(f), "parquet")  # a corrupt file is a DataFileError naming it
+        return [row for f in files for row in pq.read_table(f).to_pylist()]
     if text := sorted([*task_dir.rglob("*.jsonl"), *task_dir.rglob("*.json")]):
         return [row for f in _split_files(spec, text, task_dir) for row in _read_json(spec, f)]
     raise TaskDataError(f"task {spec.name!r}: {task_dir} holds no readable data; expected there: {LAYOUTS}")
 
 
 def _read_hub(spec: TaskSpec) -> list[dict[str, Any]]:
+    """Returns the rows of the task's split, config after config."""
     import datasets
 
-    try:
-        ds = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split, revision=spec.revision)
-    except Exception as exc:  # network, auth, missing config: all end the same way
-        raise TaskDataError(
-            f"task {spec.name!r}: cannot load {spec.hub_id} (config {spec.config}, split {spec.split}) from the hub: "
-            f"{exc}; for an offline run pass data_dir with a local copy in <data_dir>/{spec.name}/"
-        ) from exc
-    return _dataset_rows(spec, ds)
+    rows: list[dict[str, Any]] = []
+    for config in spec.configs:
+        try:
+            ds = datasets.load_dataset(spec.hub_id, config, split=spec.split, revision=spec.revision)
+        except Exception as exc:  # network, auth, missing config: all end the same way
+            raise TaskDataError(
+                f"task {spec.name!r}: cannot load {spec.hub_id} (config {config}, split {spec.split}) from the hub: "
+                f"{exc}; for an offline run pass data_dir with a local copy in <data_dir>/{spec.name}/"
+            ) from exc
+        rows += _dataset_rows(spec, ds)
+    return rows
 
 
 # ---- images ---------------------------------------------------------------------------------------------------
@@ -402,20 +487,62 @@ def _image_base(spec: TaskSpec, task_dir: Path | None, image_root: str | Path | 
     return base
 
 
-def _fetch(base_url: str, relative: Path, dest: Path) -> str:
-    """Returns "" once base_url/relative is saved at dest, else why not; the message never holds the password."""
-    url = base_url.rstrip("/") + "/" + relative.as_posix()
-    user, password = (os.environ.get(name, "") for name in CREDENTIAL_ENV)
-    if not user or not password:
-        return f"image file missing: {dest} (set {' and '.join(CREDENTIAL_ENV)} to fetch it from {url})"
-    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    passwords.add_password(None, base_url, user, password)
-    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
+def _credentials() -> tuple[str, str]:
+    """Returns (user, password) from the environment, each from the first of its CREDENTIAL_ENV names set."""
+    first_set = (next((os.environ[n] for n in names if os.environ.get(n)), "") for names in CREDENTIAL_ENV.values())
+    user, password = first_set
+    return user, password
+
+
+def _credential_names() -> str:
+    spellings = list(zip(*CREDENTIAL_ENV.values(), strict=True))
+    return " (or ".join(" and ".join(pair) for pair in spellings) + ")" * (len(spellings) - 1)
+
+
+def _site(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _url_cache_path(spec: TaskSpec, url: str) -> PurePosixPath | None:
+    """Returns where an image URL is kept under the image root: its path below `image_url` (MIMIC's files/pXX/...),
+    or <host>/<path> for a URL elsewhere; None when the URL names no safe relative file path."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    base = urlsplit(spec.image_url) if spec.image_url else None
+    if base is not None and parts.netloc == base.netloc and path.startswith(unquote(base.path).rstrip("/") + "/"):
+        relative = PurePosixPath(path[len(unquote(base.path).rstrip("/")) + 1 :])
+    else:
+        relative = PurePosixPath(parts.netloc, path.lstrip("/"))
+    if not relative.name or any(p in ("..", "") for p in relative.parts) or relative.is_absolute():
+        return None
+    return relative
+
+
+def _fetch(spec: TaskSpec, url: str, dest: Path) -> str:
+    """Returns "" once the image at `url` is saved at dest, else why not; the message never holds the password.
+
+    The PhysioNet credentials are sent only to the host of the task's `image_url`, and only after it asks for them
+    (HTTP basic auth); another host gets no credentials. Nothing but the image bytes is written.
+    """
+    handlers: list[urllib.request.BaseHandler] = []
+    password = ""
+    if spec.image_url and _site(url) == _site(spec.image_url):
+        user, password = _credentials()
+        if not user or not password:
+            return f"image file missing: {dest} (set {_credential_names()} to fetch it from {url})"
+        passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        passwords.add_password(None, _site(spec.image_url), user, password)
+        handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(url, timeout=60) as response:
             data = response.read()
     except Exception as exc:  # HTTP status, DNS, timeout: the item is recorded as an input error
-        return f"image file missing: {dest} (fetching {url} failed: {str(exc).replace(password, '***')})"
+        text = str(exc).replace(password, "***") if password else str(exc)
+        return f"image file missing: {dest} (fetching {url} failed: {text})"
+    if _checked(data, url)[2]:  # a login page served with status 200 is not kept as the image
+        return f"image file missing: {dest} (fetching {url} returned {len(data)} bytes that are not an image)"
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     partial.write_bytes(data)
@@ -435,7 +562,11 @@ def _checked(data: bytes, path: str) -> tuple[bytes | None, str, str]:
 
 
 def _image(spec: TaskSpec, value: Any, base: Path) -> tuple[bytes | None, str, str]:
-    """Returns (encoded image or None, where it came from, error or "") of one image cell."""
+    """Returns (encoded image or None, where it came from, error or "") of one image cell.
+
+    A relative path resolves against `base` (fetched from below `image_url` if missing and the task has one); an
+    http(s) URL is read from its place under `base` (see `_url_cache_path`), fetched there first if missing.
+    """
     if isinstance(value, Mapping):  # HF Image {bytes, path}
         if value.get("bytes") is not None:
             return _checked(bytes(value["bytes"]), str(value.get("path") or ""))
@@ -449,11 +580,25 @@ def _image(spec: TaskSpec, value: Any, base: Path) -> tuple[bytes | None, str, s
         value.save(buf, format=value.format or "PNG")
         return buf.getvalue(), "", ""
     if not isinstance(value, str | os.PathLike):
-        return None, "", f"column {spec.image!r} holds {type(value).__name__}; expected an image, bytes or a path"
-    relative = Path(value)
-    path = relative if relative.is_absolute() else base / relative
-    if not path.is_file() and spec.image_url and not relative.is_absolute():
-        if error := _fetch(spec.image_url, relative, path):
+        kind = type(value).__name__
+        return None, "", f"column {spec.image!r} holds {kind}; expected an image, bytes, a path or a URL"
+    url = ""
+    if isinstance(value, str) and urlsplit(value).scheme in ("http", "https"):  # MIMIC: a PhysioNet URL
+        url = value
+        relative = _url_cache_path(spec, url)
+        if relative is None:
+            return None, url, f"image URL {url} in column {spec.image!r} names no file path"
+        path = base / relative
+    else:
+        relative = Path(value)
+        try:  # a row's relative path stays inside the task's image folder (data/paths.py)
+            path = relative if relative.is_absolute() else Path(confine(base, str(value)))
+        except PathEscapeError as exc:
+            return None, str(value), str(exc)
+        if spec.image_url and not relative.is_absolute():
+            url = spec.image_url.rstrip("/") + "/" + relative.as_posix()
+    if not path.is_file() and url:
+        if error := _fetch(spec, url, path):
             return None, str(path), error
     try:
         data = path.read_bytes()
@@ -503,15 +648,18 @@ def load_task(
 
     `data_dir`: read `<data_dir>/<task>/` instead of the hub. `image_root`: where relative image paths resolve
     (default `<data_dir>/<task>/<image_dir>`, or `$MEDIX_RAY_HOME/eval/<task>/<image_dir>` for a hub read);
-    images fetched from `spec.image_url` are stored there too.
+    images fetched from `spec.image_url` or from URL cells are stored there too.
     """
     task_dir = Path(data_dir) / spec.name if data_dir is not None else None
     rows = _read_local(spec, task_dir) if task_dir is not None else _read_hub(spec)
     if rows:  # a wrong column mapping is the registry's fault, not a row's: raise once, before anything is built
         for column in _mapped_columns(spec):
             _column(spec, rows[0], column)
-    for column, value in spec.filters:
-        rows = [row for row in rows if str(row.get(column)) == value]
+    if spec.filters:
+        read = len(rows)
+        for column, value in spec.filters:
+            rows = [row for row in rows if str(row.get(column)) == value]
+        logger.info("task %s: its filters %s keep %d of %d rows", spec.name, dict(spec.filters), len(rows), read)
     if limit > 0:
         rows = rows[:limit]
     base = _image_base(spec, task_dir, image_root) if spec.image else None

@@ -4,6 +4,8 @@ Shapes: `N` responses, `T` tokens (prompt + response, right-padded). Log-prob te
 `[N, T - 1]`, aligned to the targets `input_ids[:, 1:]`: entry t is log π(input_ids[t + 1] | ≤ t).
 For Qwen-VL policies, `pixel_values` is `[P, D]` (all images' patches, concatenated in row order)
 and `image_grid_thw` is `[I, 3]`; `images_per_row` says how many images each row owns.
+`prompt_lens` `[N]` and `group_ids` `[N]` (consecutive rows with one id share their prompt: a GRPO
+group) serve the shared-prefix layout (packing.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class PolicyBatch:
     image_grid_thw: torch.Tensor | None = None  # [I, 3]
     images_per_row: list[int] = field(default_factory=list)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other per-row model inputs, [N, T]
+    prompt_lens: torch.Tensor | None = None  # [N] long: prompt tokens of each row
+    group_ids: torch.Tensor | None = None  # [N] long: rows with one id (consecutive) share their prompt
 
     @property
     def size(self) -> int:
@@ -43,20 +47,29 @@ class PolicyBatch:
             inputs["image_grid_thw"] = self.image_grid_thw
         return inputs
 
+    def _images(self, start: int, stop: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Returns the (pixel_values, image_grid_thw) of rows [start, stop), or (None, None) without images."""
+        if self.pixel_values is None or self.image_grid_thw is None:
+            return None, None
+        first_image = sum(self.images_per_row[:start])
+        n_images = sum(self.images_per_row[start:stop])
+        if not n_images:
+            return None, None
+        patches = self.image_grid_thw.prod(dim=1)
+        p0 = int(patches[:first_image].sum())
+        p1 = p0 + int(patches[first_image : first_image + n_images].sum())
+        return self.pixel_values[p0:p1], self.image_grid_thw[first_image : first_image + n_images]
+
+    def row_images(self, row: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Returns one row's (pixel_values, image_grid_thw)."""
+        return self._images(row, row + 1)
+
     def select(self, start: int, stop: int) -> PolicyBatch:
         """Returns rows [start, stop), with their images, trimmed to the longest remaining row."""
         width = int(self.attention_mask[start:stop].sum(dim=1).max().item()) if stop > start else 1
         rows = slice(start, stop)
-        pixel_values = grid = None
         images = self.images_per_row[start:stop] if self.images_per_row else []
-        if self.pixel_values is not None and self.image_grid_thw is not None:
-            first_image = sum(self.images_per_row[:start])
-            n_images = sum(images)
-            patches = self.image_grid_thw.prod(dim=1)
-            p0 = int(patches[:first_image].sum())
-            p1 = p0 + int(patches[first_image : first_image + n_images].sum())
-            pixel_values = self.pixel_values[p0:p1] if n_images else None
-            grid = self.image_grid_thw[first_image : first_image + n_images] if n_images else None
+        pixel_values, grid = self._images(start, stop)
 
         def cut(t: torch.Tensor | None, w: int) -> torch.Tensor | None:
             return None if t is None else t[rows, :w]
@@ -73,11 +86,9 @@ class PolicyBatch:
             image_grid_thw=grid,
             images_per_row=images,
             extra={k: v[rows, :width] for k, v in self.extra.items()},
+            prompt_lens=None if self.prompt_lens is None else self.prompt_lens[rows],
+            group_ids=None if self.group_ids is None else self.group_ids[rows],
         )
-
-    def micro_batches(self, size: int) -> list[PolicyBatch]:
-        """Returns consecutive slices of at most `size` rows."""
-        return [self.select(i, min(i + size, self.size)) for i in range(0, self.size, size)]
 
 
 def build_batch(
@@ -87,11 +98,17 @@ def build_batch(
     pad_id: int,
     *,
     old_logp: Sequence[Sequence[float]] | None = None,
+    group_ids: Sequence[int] | None = None,
 ) -> PolicyBatch:
     """Returns a right-padded text batch; `old_logp` (per response token, e.g. from vLLM) is placed on
-    the response positions of the `[N, T - 1]` grid."""
+    the response positions of the `[N, T - 1]` grid. `group_ids` (default: consecutive rows with
+    identical prompt tokens form a group) say which rows share their prompt."""
     if not (len(prompt_ids) == len(response_ids) == len(advantages)):
         raise ValueError(f"{len(prompt_ids)} prompts, {len(response_ids)} responses, {len(advantages)} advantages")
+    if group_ids is None:
+        group_ids = consecutive_groups([tuple(p) for p in prompt_ids])
+    elif len(group_ids) != len(prompt_ids):
+        raise ValueError(f"{len(group_ids)} group ids for {len(prompt_ids)} rows")
     for i, r in enumerate(response_ids):
         if len(r) == 0:
             raise ValueError(f"response {i} is empty; drop it before building the batch")
@@ -112,7 +129,26 @@ def build_batch(
                 raise ValueError(f"row {i}: {len(old_logp[i])} old log-probs for {len(r)} response tokens")
             old[i, len(p) - 1 : len(seq) - 1] = torch.tensor(old_logp[i], dtype=torch.float32)
     adv = torch.as_tensor(advantages, dtype=torch.float32)
-    return PolicyBatch(input_ids, attention, loss_mask, adv, old_logp=old)
+    return PolicyBatch(
+        input_ids,
+        attention,
+        loss_mask,
+        adv,
+        old_logp=old,
+        prompt_lens=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
+        group_ids=torch.as_tensor(list(group_ids), dtype=torch.long),
+    )
+
+
+def consecutive_groups(keys: Sequence) -> list[int]:
+    """Returns group ids 0, 1, ... in which consecutive equal keys share one id."""
+    ids: list[int] = []
+    current = -1
+    for i, key in enumerate(keys):
+        if i == 0 or key != keys[i - 1]:
+            current += 1
+        ids.append(current)
+    return ids
 
 
 def build_sample_batch(
@@ -120,19 +156,23 @@ def build_sample_batch(
     response_ids: Sequence[Sequence[int]],
     advantages: Sequence[float] | torch.Tensor,
     renderer,
-    style=None,
+    fmt=None,
+    bounds=None,
 ) -> PolicyBatch:
     """Returns the batch of (sample, response) pairs, prompts encoded by the policy's own tokenizer or
-    processor (images become `pixel_values` / `image_grid_thw`, in row order)."""
-    from medix_ray.data.prompts import PromptStyle, is_multimodal, render_prompt
+    processor (images fitted into `bounds`, then `pixel_values` / `image_grid_thw`, in row order)."""
+    from medix_ray.data.images import PixelBounds, load_fitted
+    from medix_ray.data.output_format import OutputFormat
+    from medix_ray.data.prompts import is_multimodal, render_prompt
 
-    style = style or PromptStyle()
+    fmt = fmt or OutputFormat()
+    bounds = bounds or PixelBounds()
     multimodal = is_multimodal(renderer)
     prompt_ids, pixel_values, grids, images_per_row = [], [], [], []
     for sample in samples:
-        text = render_prompt(sample, renderer, style)
+        text = render_prompt(sample, renderer, fmt)
         if multimodal and sample.images:
-            enc = renderer(text=[text], images=sample.load_images(), return_tensors="pt")
+            enc = renderer(text=[text], images=load_fitted(sample, bounds), return_tensors="pt")
             pixel_values.append(enc["pixel_values"])
             grids.append(enc["image_grid_thw"])
             images_per_row.append(len(sample.images))
@@ -143,7 +183,60 @@ def build_sample_batch(
         prompt_ids.append(enc["input_ids"][0].tolist())
     tok = renderer.tokenizer if multimodal else renderer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    batch = build_batch(prompt_ids, response_ids, advantages, pad_id)
+    groups = consecutive_groups([s.id for s in samples])  # a sample's n responses share its prompt
+    batch = build_batch(prompt_ids, response_ids, advantages, pad_id, group_ids=groups)
+    if pixel_values:
+        batch.pixel_values = torch.cat(pixel_values)
+        batch.image_grid_thw = torch.cat(grids)
+        batch.images_per_row = images_per_row
+    return batch
+
+
+def build_rollout_batch(
+    samples: Sequence,
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    advantages: Sequence[float] | torch.Tensor,
+    renderer,
+    bounds=None,
+) -> PolicyBatch:
+    """Returns the batch of rollouts from the rollout engine's own prompt token ids (no second rendering):
+    one row per response, `samples[i]` and `prompt_ids[i]` the prompt it answered. Images become the
+    processor's `pixel_values` / `image_grid_thw` of the same fitted images, once per sample; a prompt whose
+    image tokens do not match its images' grids raises ValueError naming the sample."""
+    from medix_ray.data.images import PixelBounds, load_fitted
+    from medix_ray.data.prompts import is_multimodal
+
+    if not (len(samples) == len(prompt_ids) == len(response_ids)):
+        raise ValueError(f"{len(samples)} samples, {len(prompt_ids)} prompts, {len(response_ids)} responses")
+    bounds = bounds or PixelBounds()
+    multimodal = is_multimodal(renderer)
+    tok = renderer.tokenizer if multimodal else renderer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    batch = build_batch(
+        prompt_ids, response_ids, advantages, pad_id, group_ids=consecutive_groups([s.id for s in samples])
+    )
+    if not multimodal:
+        return batch
+    image_token = tok.convert_tokens_to_ids(renderer.image_token)
+    merge = renderer.image_processor.merge_size
+    pixel_values, grids, images_per_row = [], [], []
+    encoded = None
+    for i, sample in enumerate(samples):
+        if sample.images and (i == 0 or sample.id != samples[i - 1].id):
+            encoded = renderer.image_processor(images=load_fitted(sample, bounds), return_tensors="pt")
+        if sample.images:
+            grid = encoded["image_grid_thw"]
+            expected = int(grid.prod(dim=1).sum()) // merge**2
+            found = sum(1 for t in prompt_ids[i] if t == image_token)
+            if found != expected:
+                raise ValueError(
+                    f"sample {sample.id!r}: the rollout prompt holds {found} image tokens, its images' grids "
+                    f"{grid.tolist()} make {expected}; the rollout and the learner fitted the images differently"
+                )
+            pixel_values.append(encoded["pixel_values"])
+            grids.append(grid)
+        images_per_row.append(len(sample.images))
     if pixel_values:
         batch.pixel_values = torch.cat(pixel_values)
         batch.image_grid_thw = torch.cat(grids)

@@ -31,6 +31,33 @@ def freeze_vision_tower(model: torch.nn.Module) -> int:
     return frozen
 
 
+def resolve_attention(setting: str, on_gpu: bool) -> str:
+    """Returns the attention implementation for `learner.attention`: auto is flex_attention on GPU when
+    this torch has it (a sparse block mask for the shared-prefix layout), sdpa otherwise."""
+    if setting != "auto":
+        return setting
+    if on_gpu:
+        try:
+            import torch.nn.attention.flex_attention  # noqa: F401
+        except ImportError:
+            return "sdpa"
+        return "flex_attention"
+    return "sdpa"
+
+
+def load_with_attention(load, setting: str, on_gpu: bool) -> torch.nn.Module:
+    """Returns `load(attn_implementation)` for `learner.attention`; flex_attention chosen by auto falls
+    back to sdpa (logged) when the model does not support it."""
+    impl = resolve_attention(setting, on_gpu)
+    try:
+        return load(impl)
+    except (ValueError, ImportError) as exc:
+        if setting != "auto" or impl == "sdpa":
+            raise
+        logger.warning("attention %s unavailable for this policy (%s); using sdpa", impl, exc)
+        return load("sdpa")
+
+
 def check_supported(cfg: LearnerConfig) -> None:
     """Raises ValueError for learner settings that are declared but not implemented yet."""
     if cfg.lora_rank > 0:
@@ -113,6 +140,9 @@ class DeepSpeedTrainEngine:
         self.engine.save_checkpoint(directory, tag="state", client_state=client_state)
 
     def load(self, directory: str) -> dict[str, Any]:
-        """Restores this rank's shard; returns the client state saved with it."""
-        _, client_state = self.engine.load_checkpoint(directory, tag="state")
+        """Restores this rank's shard; returns the client state saved with it (files read weights-only)."""
+        from medix_ray.learner.safe_load import weights_only_loads
+
+        with weights_only_loads(directory):
+            _, client_state = self.engine.load_checkpoint(directory, tag="state")
         return client_state or {}

@@ -3,7 +3,9 @@
 The checkpoint is the folder a Ray Train report wrote (DeepSpeed ZeRO shards of every rank plus
 the client state, which records the base model). The full fp32 weights are reassembled from the
 shards, loaded into the base architecture, and saved as safetensors with the base model's
-config, tokenizer and processor, so that transformers and vLLM load the result directly.
+config, tokenizer and processor, so that transformers and vLLM load the result directly. Every file
+of the checkpoint is read weights-only (`safe_load.py`): a checkpoint folder from elsewhere runs no
+code when exported.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from pathlib import Path
 
 import torch
 
+from medix_ray.learner.safe_load import CheckpointError, load_weights_only, weights_only_loads
+
+__all__ = ["CheckpointError", "export_checkpoint", "read_client_state"]
+
 logger = logging.getLogger(__name__)
 
 STATE_TAG = "state"  # the tag DeepSpeedTrainEngine saves under
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing or not a learner checkpoint; the message names it."""
 
 
 def read_client_state(checkpoint: Path) -> dict:
@@ -27,7 +29,8 @@ def read_client_state(checkpoint: Path) -> dict:
     model_states = sorted((checkpoint / STATE_TAG).glob("*model_states.pt"))
     if not model_states:
         raise CheckpointError(f"{checkpoint} is not a learner checkpoint: no {STATE_TAG}/*model_states.pt")
-    saved = torch.load(model_states[0], map_location="cpu", weights_only=False)
+    with weights_only_loads(checkpoint):
+        saved = load_weights_only(model_states[0])
     return {
         k: v
         for k, v in saved.items()
@@ -70,7 +73,8 @@ def export_checkpoint(
     if not base:
         raise CheckpointError(f"{checkpoint} does not record its base model; pass base_model")
     base = resolve_model(base)
-    weights = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=STATE_TAG)
+    with weights_only_loads(checkpoint):
+        weights = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=STATE_TAG)
     config = AutoConfig.from_pretrained(base)
     vlm = getattr(config, "vision_config", None) is not None
     cls = AutoModelForImageTextToText if vlm else AutoModelForCausalLM

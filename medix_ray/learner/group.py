@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from medix_ray.config import AlgorithmConfig, LearnerConfig
+from medix_ray.config import AlgorithmConfig, LearnerConfig, ModelConfig
 from medix_ray.learner.batch import PolicyBatch
 
 logger = logging.getLogger(__name__)
@@ -87,12 +87,24 @@ class LearnerError(RuntimeError):
     """A learner rank failed or did not answer; the message says which command and why."""
 
 
-def _load_model(model_path: str, dtype: torch.dtype):
+def _load_model(model_path: str, model_cfg: ModelConfig, on_gpu: bool, attention: str = "sdpa"):
+    """Returns the policy in `model.dtype` (auto: bf16 on GPU, fp32 on CPU), with `model.trust_remote_code`,
+    using `learner.attention` (engine.load_with_attention: flex_attention falls back to sdpa)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    config = AutoConfig.from_pretrained(model_path)
+    from medix_ray.learner.engine import load_with_attention
+    from medix_ray.models import learner_dtype
+
+    remote = model_cfg.trust_remote_code
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=remote)
     cls = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
-    return cls.from_pretrained(model_path, dtype=dtype)
+    return load_with_attention(
+        lambda impl: cls.from_pretrained(
+            model_path, dtype=learner_dtype(model_cfg.dtype, on_gpu), trust_remote_code=remote, attn_implementation=impl
+        ),
+        attention,
+        on_gpu,
+    )
 
 
 def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
@@ -135,16 +147,25 @@ def _resolve(payload: Any) -> Any:
 
 
 def _save_rng(path: Path) -> None:
+    """Writes this process's RNG states as tensors and plain values (loadable with weights_only=True)."""
     import random
 
     import numpy as np
 
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
     torch.save(
         {
             "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python": {"version": version, "state": list(mt), "gauss": gauss},
+            "numpy": {
+                "bit_generator": np_state["bit_generator"],
+                "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                "pos": int(np_state["state"]["pos"]),
+                "has_gauss": int(np_state["has_gauss"]),
+                "gauss": float(np_state["gauss"]),
+            },
         },
         path,
     )
@@ -155,12 +176,23 @@ def _restore_rng(path: Path) -> None:
 
     import numpy as np
 
+    from medix_ray.learner.safe_load import load_weights_only
+
     if not path.is_file():
         return
-    rng = torch.load(path, weights_only=False)
+    rng = load_weights_only(path)
     torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    py = rng["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npr = rng["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npr["bit_generator"],
+            "state": {"key": npr["key"].numpy().astype(np.uint32), "pos": npr["pos"]},
+            "has_gauss": npr["has_gauss"],
+            "gauss": npr["gauss"],
+        }
+    )
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
 
@@ -172,7 +204,7 @@ def learner_loop(config: dict[str, Any]) -> None:
     import ray.train
 
     from medix_ray.learner.engine import DeepSpeedTrainEngine
-    from medix_ray.learner.logprobs import batch_logprobs
+    from medix_ray.learner.logprobs import Layout, batch_logprobs
     from medix_ray.learner.update import minibatch_update
 
     ctx = ray.train.get_context()
@@ -182,11 +214,16 @@ def learner_loop(config: dict[str, Any]) -> None:
     learner_cfg: LearnerConfig = config["learner"]
     algo: AlgorithmConfig = config["algorithm"]
     board = ray.get_actor(config["board"], namespace=config["namespace"])
-    dtype = torch.bfloat16 if on_gpu else torch.float32
-    model = _load_model(config["model_path"], dtype)
+    model_cfg: ModelConfig = config["model"]
+    layout = Layout.from_config(learner_cfg)
+    model = _load_model(config["model_path"], model_cfg, on_gpu, learner_cfg.attention)
     engine = DeepSpeedTrainEngine(model, learner_cfg)
     # The KL reference is the frozen base policy; a full copy on each rank (not sharded).
-    reference = _load_model(config["model_path"], dtype).eval().requires_grad_(False) if algo.kl_coef > 0 else None
+    reference = (
+        _load_model(config["model_path"], model_cfg, on_gpu, learner_cfg.attention).eval().requires_grad_(False)
+        if algo.kl_coef > 0
+        else None
+    )
     state: dict[str, Any] = {"step": 0}
     sender = None  # the weight-sync sender (medix_ray/sync), rank 0 transmits
     checkpoint = ray.train.get_checkpoint()
@@ -207,15 +244,13 @@ def learner_loop(config: dict[str, Any]) -> None:
             if name == "logprobs":
                 shard: PolicyBatch = _resolve(payload)
                 result: Any = (
-                    batch_logprobs(engine.module, shard, learner_cfg.micro_batch_size, config["temperature"])
-                    if shard.size
-                    else None
+                    batch_logprobs(engine.module, shard, layout, config["temperature"]) if shard.size else None
                 )
             elif name == "ref_logprobs":
                 if reference is None:
                     raise ValueError("reference log-probs need algorithm.kl_coef > 0 (no reference model loaded)")
                 shard = _resolve(payload)
-                result = batch_logprobs(reference, shard, learner_cfg.micro_batch_size, config["temperature"])
+                result = batch_logprobs(reference, shard, layout, config["temperature"])
             elif name == "update":
                 shard = _resolve(payload)
                 per_mini = shard.size // learner_cfg.mini_batches_per_step
@@ -225,7 +260,7 @@ def learner_loop(config: dict[str, Any]) -> None:
                             engine,
                             shard.select(k * per_mini, (k + 1) * per_mini),
                             algo,
-                            micro_batch_size=learner_cfg.micro_batch_size,
+                            layout=layout,
                             norm_length=config["norm_length"],
                             temperature=config["temperature"],
                             on_policy=learner_cfg.mini_batches_per_step == 1,
@@ -298,6 +333,8 @@ class LearnerGroup:
         temperature: float = 1.0,
         norm_length: int | None = None,
         timeout_s: float = 1800.0,
+        model_cfg: ModelConfig | None = None,
+        keep_checkpoints: int = 2,
     ):
         from medix_ray.learner.engine import check_supported
         from medix_ray.models import resolve_model
@@ -311,6 +348,8 @@ class LearnerGroup:
         self.temperature = temperature
         self.norm_length = norm_length
         self.timeout_s = timeout_s
+        self.model_cfg = model_cfg or ModelConfig()
+        self.keep_checkpoints = keep_checkpoints
         self.world = learner_cfg.num_workers
         self._cmd = 0
         self._thread: threading.Thread | None = None
@@ -334,6 +373,7 @@ class LearnerGroup:
                 "learner": self.learner_cfg,
                 "algorithm": self.algo_cfg,
                 "model_path": self.model_path,
+                "model": self.model_cfg,
                 "board": board_name,
                 "namespace": namespace,
                 "temperature": self.temperature,
@@ -344,7 +384,9 @@ class LearnerGroup:
             ),
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             run_config=RunConfig(
-                name=self.name, storage_path=self.storage_path, checkpoint_config=CheckpointConfig(num_to_keep=2)
+                name=self.name,
+                storage_path=self.storage_path,
+                checkpoint_config=CheckpointConfig(num_to_keep=self.keep_checkpoints),
             ),
         )
 
@@ -505,5 +547,7 @@ def _concat(parts: list[PolicyBatch]) -> PolicyBatch:
         if first.image_grid_thw is None
         else torch.cat([p.image_grid_thw for p in parts if p.image_grid_thw is not None]),
         images_per_row=[n for p in parts for n in p.images_per_row],
+        prompt_lens=None if first.prompt_lens is None else torch.cat([p.prompt_lens for p in parts]),
+        group_ids=None if first.group_ids is None else torch.cat([p.group_ids for p in parts]),
         extra={k: torch.cat([pad(p.extra[k], width) for p in parts]) for k in first.extra},
     )

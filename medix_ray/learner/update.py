@@ -18,7 +18,7 @@ import torch.distributed as dist
 from medix_ray.algorithms.losses import aggregate_loss, gspo_token_loss, kl_penalty, ppo_clip_loss
 from medix_ray.config import AlgorithmConfig
 from medix_ray.learner.batch import PolicyBatch
-from medix_ray.learner.logprobs import forward_logprobs
+from medix_ray.learner.logprobs import Layout, attention_backend, forward_logprobs
 
 
 class TrainEngine(Protocol):
@@ -79,6 +79,9 @@ class UpdateStats:
     kl: float
     tokens: int
     grad_norm: float | None
+    attention: str = ""  # the attention path of the forward (logprobs.attention_backend)
+    micro_batches: int = 0
+    over_budget: int = 0  # micro-batches over learner.max_tokens_per_micro_batch (a single row longer than it)
 
 
 def _global_counts(batch: PolicyBatch) -> tuple[float, float]:
@@ -98,7 +101,7 @@ def minibatch_update(
     batch: PolicyBatch,
     algo: AlgorithmConfig,
     *,
-    micro_batch_size: int,
+    layout: Layout,
     norm_length: int | None = None,
     temperature: float = 1.0,
     on_policy: bool = False,
@@ -117,30 +120,29 @@ def minibatch_update(
     global_tokens, global_seqs = _global_counts(batch)
     dp = _dp_size()
     total = clip = ratio = kl_sum = 0.0
-    micros = batch.micro_batches(micro_batch_size)
+    plan = layout.plan(batch)
+    micros = [batch.select(a, b) for a, b in plan.spans]
     for index, micro in enumerate(micros):
-        logp = forward_logprobs(engine.module, micro, temperature)
-        old_logp = logp.detach() if micro.old_logp is None else micro.old_logp
-        mask = micro.loss_mask
-        if algo.name == "gspo":
-            out = gspo_token_loss(
-                logp, old_logp, micro.advantages, mask, clip_low=algo.clip_low, clip_high=algo.clip_high
-            )
-        else:
-            out = ppo_clip_loss(
-                logp,
-                old_logp,
-                micro.advantages,
-                mask,
-                clip_low=algo.clip_low,
-                clip_high=algo.clip_high,
-                dual_clip=algo.dual_clip,
-            )
+        logp = forward_logprobs(engine.module, micro, temperature, layout.shared_prefix)
+        device = logp.device
+        old_logp = logp.detach() if micro.old_logp is None else micro.old_logp.to(device)
+        mask = micro.loss_mask.to(device)
+        advantages = micro.advantages.to(device)
+        policy_loss = gspo_token_loss if algo.name == "gspo" else ppo_clip_loss
+        out = policy_loss(
+            logp,
+            old_logp,
+            advantages,
+            mask,
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            dual_clip=algo.dual_clip,
+        )
         token_loss = out.token_loss
         if algo.kl_coef > 0:
-            kl = kl_penalty(logp, micro.ref_logp, algo.kl_estimator) * mask
+            kl = kl_penalty(logp, micro.ref_logp.to(device), algo.kl_estimator) * mask
             token_loss = token_loss + algo.kl_coef * kl
-            kl_sum += float(kl.detach().sum())
+            kl_sum += 0.0 if plan.is_padding(index) else float(kl.detach().sum())
         share = aggregate_loss(
             token_loss,
             mask,
@@ -150,6 +152,10 @@ def minibatch_update(
             norm_length=norm_length,
             dp_size=dp,
         )
+        if plan.is_padding(index):  # keeps this rank in step with the others; adds nothing
+            engine.backward(share * 0.0, boundary=index == len(micros) - 1)
+            engine.step()
+            continue
         engine.backward(share, boundary=index == len(micros) - 1)
         engine.step()
         weight = float(mask.sum())
@@ -164,4 +170,7 @@ def minibatch_update(
         kl=kl_sum / local_tokens,
         tokens=int(batch.loss_mask.sum()),
         grad_norm=engine.grad_norm(),
+        attention=attention_backend(engine.module, layout.shared_prefix),
+        micro_batches=len(micros),
+        over_budget=plan.over_budget,
     )

@@ -4,12 +4,12 @@
       = 0.5175 r_llm + 0.3375 r_emb + 0.045 r_mod + 0.10 r_fmt      (the paper's weights)
 
 Each scored item yields a `RewardBreakdown`: the overall reward, each component, and a status
-per component saying how it was decided. Presets (research/method.md §1.4 and §8):
+per component saying how it was decided. Presets (docs/method.md §1.4 and §8):
 
 | | `paper` (reference `compute_score`, quirks kept) | `medix` (default) |
 |---|---|---|
 | text handling | whitespace next to `<`, `>`, `/` deleted everywhere | untouched |
-| think tag | `<thinking>` | configurable, `<think>` by default |
+| think tag | `<thinking>` (the prompt asks for it too) | `data.think_tag`, `<think>` by default |
 | no `<answer>` | the whole response is the answer | no accuracy (status `no_answer`) |
 | invalid answer | empty, 1 char, or has `__` `:` `?` → 0 | only content-free answers; "3:1", "5", "B" count |
 | grader-addressing answers | not detected | 0, status `grader_attack` |
@@ -33,9 +33,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medix_ray.data.modality import MODALITY_TAGS
+from medix_ray.data.output_format import OutputFormat
 from medix_ray.rewards import rules
 from medix_ray.rewards.embedding import Similarity, similarity_score
+from medix_ray.rewards.grader_attack import check_answer
 from medix_ray.rewards.judge import Judge, judge_prompt
 
 logger = logging.getLogger(__name__)
@@ -90,35 +91,28 @@ class RewardBreakdown:
 
 @dataclass(frozen=True)
 class RewardSpec:
-    """How a preset scores: the behaviour switches and the weights."""
+    """How a preset scores: the behaviour switches, the output format it scores, and the weights."""
 
     preset: str = "medix"
-    think_tag: str = "think"
-    answer_tag: str = "answer"
+    format: OutputFormat = OutputFormat()
     weights: RewardWeights = RewardWeights()
     embed_mode: str = "threshold"
     embed_threshold: float = 0.8
-    modalities: tuple[str, ...] = MODALITY_TAGS
 
     @classmethod
     def paper(cls) -> RewardSpec:
-        return cls(preset="paper", think_tag="thinking")
+        return cls(preset="paper", format=OutputFormat.paper())
 
     @classmethod
-    def from_config(cls, reward_cfg, data_cfg=None) -> RewardSpec:
-        """Returns the spec of a RewardConfig; the paper preset forces the reference's tags."""
-        preset = reward_cfg.preset
-        think_tag = "thinking" if preset == "paper" else (data_cfg.think_tag if data_cfg else "think")
+    def from_config(cls, cfg) -> RewardSpec:
+        """Returns the spec of a `MedixConfig`: its reward section and the run's one output format."""
+        r = cfg.reward
         return cls(
-            preset=preset,
-            think_tag=think_tag,
-            answer_tag=data_cfg.answer_tag if data_cfg and preset != "paper" else "answer",
-            weights=RewardWeights(
-                reward_cfg.format_weight, reward_cfg.llm_weight, reward_cfg.embed_weight, reward_cfg.modality_weight
-            ),
-            embed_mode=reward_cfg.embedding.mode,
-            embed_threshold=reward_cfg.embedding.threshold,
-            modalities=tuple(data_cfg.modalities) if data_cfg else MODALITY_TAGS,
+            preset=r.preset,
+            format=OutputFormat.from_config(cfg),
+            weights=RewardWeights(r.format_weight, r.llm_weight, r.embed_weight, r.modality_weight),
+            embed_mode=r.embedding.mode,
+            embed_threshold=r.embedding.threshold,
         )
 
 
@@ -157,6 +151,10 @@ class _Work:
     pending: bool = False
 
 
+# Above this many characters of responses, a batch's rules run off the event loop (CompositeScorer.score).
+RULES_IN_THREAD_CHARS = 65_536
+
+
 class CompositeScorer:
     """Scores batches of items: rules in-process, judge calls concurrently, embeddings in one batch."""
 
@@ -172,21 +170,22 @@ class CompositeScorer:
         response = rules.squeeze_whitespace(item.response) if paper else item.response
         tag_target, ref_answer = rules.split_reference(item.reference)
         status: dict[str, str] = {}
+        of = s.format
         if paper:
-            fmt = rules.paper_format_reward(response, s.think_tag, s.answer_tag)
-            modality = rules.paper_modality_reward(response, tag_target, s.think_tag)
+            fmt = rules.paper_format_reward(response, of.think_tag, of.answer_tag)
+            modality = rules.paper_modality_reward(response, tag_target, of.think_tag)
             status["modality"] = "scored"
         else:
-            fmt = rules.medix_format_reward(response, s.think_tag, s.answer_tag)
+            fmt = rules.medix_format_reward(response, of.think_tag, of.answer_tag)
             tag_name = tag_target.strip("<> ").upper()
-            if tag_name in {t.upper() for t in s.modalities}:
-                modality = rules.medix_modality_reward(response, tag_name, s.think_tag, s.modalities)
+            if tag_name in {t.upper() for t in of.modalities}:
+                modality = rules.medix_modality_reward(response, tag_name, of.think_tag, of.modalities)
                 status["modality"] = "scored"
             else:
                 modality = None
                 status["modality"] = "bad_reference"
         status["format"] = "scored"
-        span = rules.answer_span(response, s.answer_tag)
+        span = of.answer_span(response)
         answer = rules.clean_answer(span if span is not None else (response if paper else ""))
         bd = RewardBreakdown(item.id, None, fmt, None, None, modality, status, answer)
         work = _Work(item, bd, ref_answer)
@@ -207,7 +206,7 @@ class CompositeScorer:
                 return work
             if span is None:
                 return decide(0.0, "no_answer")
-            if rules.addresses_grader(answer):
+            if check_answer(answer, ref_answer, item.question).is_attack:
                 return decide(0.0, "grader_attack")
             if rules.medix_invalid_answer(answer):
                 return decide(0.0, "invalid_answer")
@@ -239,8 +238,15 @@ class CompositeScorer:
                 w.breakdown.status["accuracy_embed"] = "scored"
 
     async def score(self, items: Sequence[RewardItem]) -> list[RewardBreakdown]:
-        """Returns one breakdown per item, in order."""
-        works = [self._prepare(item) for item in items]
+        """Returns one breakdown per item, in order.
+
+        The rules of a batch with more than RULES_IN_THREAD_CHARS characters of responses run in a worker
+        thread, so that a large batch does not hold the event loop (a service's other requests) meanwhile.
+        """
+        if sum(len(item.response) for item in items) > RULES_IN_THREAD_CHARS:
+            works = await asyncio.to_thread(lambda: [self._prepare(item) for item in items])
+        else:
+            works = [self._prepare(item) for item in items]
         pending = [w for w in works if w.pending]
         if pending:
             prompts = [

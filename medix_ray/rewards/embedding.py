@@ -3,7 +3,7 @@
 The reference encodes [answer, reference] with MedEmbed-large, one pair at a time, and scores
 cosine >= 0.8 as 1, else 0. Here texts are encoded in batches, each distinct text once per
 batch, reference embeddings are cached across calls (the n responses of a group share one
-reference), and two modes exist:
+reference; the cache is an LRU bounded by bytes, keyed by a digest of the text), and two modes exist:
 
 - `threshold` (the paper): 1.0 if cosine >= threshold, else 0.0;
 - `continuous`: the cosine clipped to [0, 1].
@@ -11,13 +11,14 @@ reference), and two modes exist:
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+
+from medix_ray.rewards.lru import ByteLRU
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,19 @@ def similarity_score(cosine: float, mode: str, threshold: float) -> float:
 
 
 class EmbeddingSimilarity:
-    """Cosine similarities of (answer, reference) pairs, batched, with a reference-embedding cache."""
+    """Cosine similarities of (answer, reference) pairs, batched, with a reference-embedding cache.
 
-    def __init__(self, embedder: Embedder, cache_size: int = 100_000):
+    `cache_bytes` bounds the cache (vectors, keys and overhead); a 384-dim float32 vector costs about 1.8 KB.
+    """
+
+    def __init__(self, embedder: Embedder, cache_bytes: int = 256 * 2**20):
         self.embedder = embedder
-        self.cache_size = cache_size
-        self._refs: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self.cache = ByteLRU[bytes, np.ndarray](cache_bytes)
         self.encoded_texts = 0  # how many texts went through the model (for benchmarks and tests)
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     async def acosines(self, answers: Sequence[str], references: Sequence[str]) -> np.ndarray:
         """Returns cosines(...) computed in a worker thread, so the event loop keeps serving judge calls."""
@@ -83,19 +89,21 @@ class EmbeddingSimilarity:
             raise ValueError(f"{len(answers)} answers but {len(references)} references")
         if not answers:
             return np.zeros(0, dtype=np.float32)
-        with self._lock:
-            missing_refs = [r for r in dict.fromkeys(references) if r not in self._refs]
+        ref_vectors: dict[str, np.ndarray] = {}
+        for r in dict.fromkeys(references):
+            cached = self.cache.get(self._key(r))
+            if cached is not None:
+                ref_vectors[r] = cached
         unique_answers = list(dict.fromkeys(answers))
-        to_encode = unique_answers + [r for r in missing_refs if r not in set(unique_answers)]
+        answer_set = set(unique_answers)
+        missing_refs = [r for r in dict.fromkeys(references) if r not in ref_vectors]
+        to_encode = unique_answers + [r for r in missing_refs if r not in answer_set]
         vectors = self.embedder.encode(to_encode)
         self.encoded_texts += len(to_encode)
         encoded = dict(zip(to_encode, vectors, strict=True))
-        with self._lock:
-            for r in missing_refs:
-                self._refs[r] = encoded[r]
-                self._refs.move_to_end(r)
-            while len(self._refs) > self.cache_size:
-                self._refs.popitem(last=False)
-            ref_vectors = np.stack([encoded[r] if r in encoded else self._refs[r] for r in references])
+        for r in missing_refs:
+            ref_vectors[r] = encoded[r]
+            # A copy: a row view would keep the whole batch's matrix alive behind one row's accounted bytes.
+            self.cache.put(self._key(r), np.array(encoded[r], copy=True))
         answer_vectors = np.stack([encoded[a] for a in answers])
-        return np.einsum("ij,ij->i", answer_vectors, ref_vectors)
+        return np.einsum("ij,ij->i", answer_vectors, np.stack([ref_vectors[r] for r in references]))

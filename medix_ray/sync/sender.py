@@ -1,23 +1,21 @@
 """The trainer side of weight sync: learner rank 0 broadcasts the policy to every rollout worker.
 
-One interface, two backends:
-- `gloo` (CPU): a ProcessGroupGloo over a TCPStore that rank 0 hosts; the rollout workers run the
-  gloo engine of gloo_engine.py.
-- `nccl` (GPU): vLLM's PyNccl communicator (`nccl_common.trainer_init`); the rollout workers run
-  vLLM's built-in `nccl` engine with packed buffers, so both ends use vLLM's own packing.
+One protocol on both backends (transport.py: gloo on CPU, NCCL on GPU): the parameters in byte
+buckets planned from their metadata (buckets.py), each bucket followed, with checksums, by its
+digest, computed on the bucket's own device (the GPU under NCCL: no host copy of the weights).
+The rollout workers run the engine of engine.py, which checks every bucket before loading it.
 
 Neither touches the default (DeepSpeed) process group. Every learner rank calls `send` with the
 same parameter stream (ZeRO-3 gathers are collectives); only rank 0 transmits.
 
-    sender = WeightSender("gloo", bucket_bytes=64 << 20)
-    rendezvous = sender.open(world_size=1 + replicas)   # rank 0: host and port for the workers
+    sender = WeightSender("gloo", bucket_bytes=64 << 20, timeout_s=600)
+    rendezvous = sender.open(world_size=1 + replicas)   # rank 0: host, port and timeout for the workers
     sender.connect()                                     # returns once every worker has joined
     report = sender.send(named_params(), specs, checksum=True)
 """
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +23,8 @@ from typing import Any
 
 import torch
 
-from medix_ray.sync.buckets import ParamSpec, pack, plan_buckets
+from medix_ray.sync.buckets import ParamSpec, bucket_digest, pack, plan_buckets, push_digest
+from medix_ray.sync.transport import open_group
 
 
 def resolve_backend(backend: str) -> str:
@@ -57,12 +56,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_init_info(backend: str, rendezvous: dict[str, Any], rank: int, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Returns the init_info that the rollout worker of sync rank `rank` passes to init_weight_transfer_engine."""
-    if backend == "gloo":
-        return {**rendezvous, "rank": rank, "timeout_s": timeout_s}
-    # vLLM's nccl engine: its rank is rank_offset + its own worker rank (0 without tensor parallelism).
-    return {**rendezvous, "rank_offset": rank, "packed": True}
+def worker_init_info(rendezvous: dict[str, Any], rank: int) -> dict[str, Any]:
+    """Returns the init_info that the rollout replica whose first sync rank is `rank` passes to
+    init_weight_transfer_engine (its vLLM workers take `rank`, `rank + 1`, ... under tensor parallelism)."""
+    return {**rendezvous, "rank": rank}
 
 
 class WeightSender:
@@ -72,44 +69,39 @@ class WeightSender:
         self.timeout_s = timeout_s
         self.rendezvous: dict[str, Any] | None = None
         self.group = None
-        self._store = None
 
     def open(self, world_size: int) -> dict[str, Any]:
-        """Picks the rendezvous (this node, a free port) for a group of `world_size` ranks."""
+        """Picks the rendezvous (this node, a free port, the timeout) for a group of `world_size` ranks."""
         self.close()
-        self.rendezvous = {"master_address": node_address(), "master_port": free_port(), "world_size": world_size}
+        self.rendezvous = {
+            "master_address": node_address(),
+            "master_port": free_port(),
+            "world_size": world_size,
+            "timeout_s": self.timeout_s,
+        }
         return dict(self.rendezvous)
 
     def connect(self) -> None:
-        """Joins the group as rank 0; blocks until every worker has joined."""
+        """Joins the group as rank 0; blocks until every worker has joined (or raises SyncTimeout)."""
         if self.rendezvous is None:
             raise RuntimeError("open() the sync group first")
         r = self.rendezvous
-        if self.backend == "gloo":
-            from medix_ray.sync.gloo_engine import open_gloo_group
-
-            self._store, self.group = open_gloo_group(
-                r["master_address"], r["master_port"], 0, r["world_size"], self.timeout_s
-            )
-        else:
-            from vllm.distributed.weight_transfer.nccl_common import trainer_init
-
-            self.group = trainer_init(r, rank=0)
+        self.group = open_group(self.backend, r["master_address"], r["master_port"], 0, r["world_size"], self.timeout_s)
 
     def send(
-        self, named: Iterable[tuple[str, torch.Tensor]], specs: Sequence[ParamSpec], *, checksum: bool = False
+        self, named: Iterable[tuple[str, torch.Tensor]], specs: Sequence[ParamSpec], *, checksum: bool = True
     ) -> dict[str, Any]:
-        """Broadcasts the tensors (in `specs` order, cast to the spec dtypes); returns bytes, seconds, checksum.
+        """Broadcasts the tensors (in `specs` order, cast to the spec dtypes), each bucket followed by its
+        digest when `checksum`; returns bytes, buckets, seconds and the push digest.
 
         `named` is consumed on every learner rank (it may gather ZeRO-3 shards); only a rank that called
-        `connect` transmits.
+        `connect` transmits. Buckets are packed on the tensors' device.
         """
         start = time.monotonic()
-        digest = hashlib.blake2b(digest_size=16) if checksum else None
+        digests: list[torch.Tensor] = []
         sent = 0
+        buckets = 0
         it = iter(named)
-        if self.backend == "nccl" and self.group is not None:
-            return self._send_nccl(it, specs, start)
         for bucket in plan_buckets(specs, self.bucket_bytes):
             tensors = []
             for spec in bucket:
@@ -120,35 +112,22 @@ class WeightSender:
             if self.group is None:
                 continue  # a non-sending rank: it took part in the gathers only
             flat = pack(bucket, tensors)
+            digest = bucket_digest(flat) if checksum else None
+            self.group.broadcast(flat)
             if digest is not None:
-                digest.update(memoryview(flat.numpy()))
-            self.group.broadcast(flat, 0).wait()
+                self.group.broadcast(digest)
+                digests.append(digest)
             sent += flat.numel()
+            buckets += 1
         return {
             "bytes": sent,
+            "buckets": buckets,
             "seconds": time.monotonic() - start,
-            "checksum": digest.hexdigest() if digest is not None else None,
+            "checksum": push_digest(digests) if checksum and self.group is not None else None,
         }
 
-    def _send_nccl(self, it, specs: Sequence[ParamSpec], start: float) -> dict[str, Any]:
-        from vllm.distributed.weight_transfer.packed_tensor import packed_nccl_broadcast_producer
-
-        dtypes = {s.name: s.torch_dtype for s in specs}
-        sent = sum(s.nbytes for s in specs)
-        packed_nccl_broadcast_producer(
-            iterator=it,
-            group=self.group,
-            src=0,
-            post_iter_func=lambda item: item[1].to(dtypes[item[0]]),
-        )
-        torch.cuda.synchronize()
-        return {"bytes": sent, "seconds": time.monotonic() - start, "checksum": None}
-
     def close(self) -> None:
-        if self.group is not None and self.backend == "nccl":
-            destroy = getattr(self.group, "destroy", None)
-            if callable(destroy):
-                destroy()
+        if self.group is not None:
+            self.group.close()
         self.group = None
-        self._store = None
         self.rendezvous = None

@@ -1,28 +1,30 @@
 """Methods added to every vLLM worker of the rollout engine (`worker_extension_cls`).
 
-Importing this module inside the worker registers the gloo weight-transfer engine before the
-model loads. The extension adds two read-only probes used by the sync checksum mode.
+Importing this module inside the worker registers our weight-transfer engines (engine.py) before
+the model loads. The extension adds read-only probes: the last push's receive report, and a
+fingerprint of the engine's parameters.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from medix_ray.sync import gloo_engine
+from medix_ray.sync import engine
 
-gloo_engine.register()
+engine.register()
 
 
 class RolloutWorkerExtension:
     """Mixed into vLLM's worker class; `self` is the worker."""
 
-    def medix_sync_report(self) -> dict[str, Any]:
-        """Returns what the last weight update received: version, bytes, tensors and checksum."""
-        engine = getattr(self, "weight_transfer_engine", None)
-        return dict(getattr(engine, "last_report", {}) or {})
+    def medix_sync_report(self) -> dict[str, Any] | None:
+        """Returns the last push's ReceiveReport (receiver.py) as a dict; None before the first push."""
+        report = getattr(getattr(self, "weight_transfer_engine", None), "last_report", None)
+        return asdict(report) if report is not None else None
 
     # -- the object-store baseline of bench/weight_sync.py (the peers' pattern): tensors arrive one
     #    by one as safetensors bytes (collective_rpc cannot carry tensors) between a layerwise

@@ -35,9 +35,13 @@ from medix_ray.algorithms.advantages import group_advantages
 from medix_ray.algorithms.sampling import filter_groups, overlong_penalty
 from medix_ray.cluster import worker_env
 from medix_ray.config import MedixConfig, to_yaml
-from medix_ray.data.prompts import PromptStyle
+from medix_ray.console import current as current_console
+from medix_ray.data.images import PixelBounds
+from medix_ray.data.output_format import OutputFormat
+from medix_ray.data.prompt_length import PromptLengthCheck
 from medix_ray.data.schema import Sample
 from medix_ray.rollout.fleet import Rollout
+from medix_ray.trainer.timeline import Timeline, plot_timeline
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +92,8 @@ class Trainer:
         self.address = address
         self.num_cpus = num_cpus
         self.out = Path(cfg.trainer.output_dir).absolute()
-        self.style = PromptStyle.from_config(cfg.data)
+        self.format = OutputFormat.from_config(cfg)
+        self.bounds = PixelBounds.from_config(cfg.data)
         self.step = 0
         self.version = 0  # learner updates applied
         self.synced_version = 0  # the version the fleet serves
@@ -96,6 +101,7 @@ class Trainer:
         self.counters = {"unscored_responses": 0, "rollout_retries": 0, "skipped_updates": 0}
         self._started = False
         self._retries_seen = 0
+        self.timeline = Timeline(self.out / "timeline.jsonl")  # who is busy when (timeline.png)
 
     # -- setup ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -110,6 +116,7 @@ class Trainer:
         from medix_ray.rollout.vllm_engine import load_prompt_renderer
         from medix_ray.trainer.stream import PromptStream
 
+        console = current_console()
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
@@ -118,15 +125,23 @@ class Trainer:
             num_cpus = self.num_cpus
             if self.address is None and num_cpus is None and not torch.cuda.is_available():
                 num_cpus = local_cpus(cfg)
-            ray.init(address=self.address, num_cpus=num_cpus, runtime_env={"env_vars": env})
+            ray.init(
+                address=self.address, num_cpus=num_cpus, runtime_env={"env_vars": env}, **console.ray_init_kwargs()
+            )
+        console.quiet_libraries()
+        console.link_ray_logs()
         from medix_ray.trainer.plan import resource_plan
 
         problems = resource_plan(cfg).check(dict(ray.cluster_resources()))
         if problems:  # checked up front: an under-provisioned cluster stalls Ray Data or Serve silently
             raise ValueError("the Ray cluster cannot run this config: " + "; ".join(problems))
         self.policy_path = resolve_model(cfg.model.policy)
-        self.renderer = load_prompt_renderer(self.policy_path)
-        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+        self.renderer = load_prompt_renderer(self.policy_path, cfg.model.trust_remote_code)
+        length_check = PromptLengthCheck.from_config(cfg)  # data.max_prompt_length, counted in the read report
+        serve.start(
+            http_options={"host": cfg.serve.host, "port": cfg.serve.port},
+            logging_config=console.serve_logging_config(),
+        )
         # The rollout fleet, the reward ensemble and the learner group start at the same time.
         t0 = time.monotonic()
         with ThreadPoolExecutor(3) as pool:
@@ -140,10 +155,10 @@ class Trainer:
             state = learner.result()
         logger.info("rollout fleet, reward ensemble and learner group up in %.0f s", time.monotonic() - t0)
         self.fleet.on_stale = self._resync
-        ds, self.read_report = read_samples_from_config(cfg.data, "train")
+        ds, self.read_report = read_samples_from_config(cfg.data, "train", length_check)
         self.stream = PromptStream(ds, self.read_report, seed=cfg.data.seed, shuffle=cfg.data.shuffle)
-        if cfg.trainer.val_interval > 0:
-            test_ds, test_report = read_samples_from_config(cfg.data, "test")
+        if cfg.trainer.val_interval > 0 or cfg.trainer.val_before_train:
+            test_ds, test_report = read_samples_from_config(cfg.data, "test", length_check)
             self.val_samples = take_samples(test_ds, test_report, cfg.trainer.val_samples)
         self._restore(state)
         self._started = True
@@ -161,6 +176,8 @@ class Trainer:
             name="learner",
             temperature=cfg.rollout.temperature,
             norm_length=cfg.rollout.max_tokens,
+            model_cfg=cfg.model,
+            keep_checkpoints=cfg.trainer.keep_checkpoints,
         )
         return self.learner.start()
 
@@ -179,7 +196,8 @@ class Trainer:
 
     def _push(self):
         t0 = time.monotonic()
-        report = self.sync.push(self.version)
+        with self.timeline.span("sync", "push", step=self.step, version=self.version):
+            report = self.sync.push(self.version)
         self.synced_version = self.version
         self.last_sync = report
         logger.info(
@@ -194,14 +212,30 @@ class Trainer:
     def _resync(self) -> None:
         """A replica refused a request as stale (it restarted): form the group again and push."""
         logger.warning("a rollout replica holds stale weights; re-syncing version %d", self.synced_version)
-        self.sync.push(self.synced_version)
+        with self.timeline.span("sync", "resync", step=self.step, version=self.synced_version):
+            self.sync.push(self.synced_version)
 
     # -- one step ------------------------------------------------------------------------
     def _sampling(self) -> dict[str, Any]:
         r = self.cfg.rollout
         return {"n": r.n, "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_tokens": r.max_tokens}
 
-    def _score(self, rollouts: list[Rollout]) -> list[ScoredGroup]:
+    def _generate(self, samples: list[Sample], sampling: dict[str, Any], name: str, step: int) -> list[Rollout]:
+        """Rolls out on the fleet; the timeline gets one span per replica that served a group."""
+        start = self.timeline.now()
+        rollouts = self.fleet.generate(samples, sampling, min_version=self.synced_version)
+        end = self.timeline.now()
+        for replica in sorted({ro.replica for ro in rollouts}):
+            mine = [ro for ro in rollouts if ro.replica == replica]
+            counts = {"groups": len(mine), "responses": sum(len(ro.responses) for ro in mine)}
+            version = min(ro.version for ro in mine)
+            lane = f"rollout/{replica}"
+            self.timeline.record(
+                "rollout", name, start, end, lane=lane, step=step, version=version, replica=replica, counts=counts
+            )
+        return rollouts
+
+    def _score(self, rollouts: list[Rollout], name: str, step: int) -> list[ScoredGroup]:
         items = []
         for g, ro in enumerate(rollouts):
             for k, resp in enumerate(ro.responses):
@@ -213,7 +247,9 @@ class Trainer:
                         "reference": ro.sample.solution,
                     }
                 )
-        breakdowns = self.rewards.score.remote(items).result(timeout_s=1800)
+        counts = {"responses": len(items)}
+        with self.timeline.span("reward", name, step=step, version=self.synced_version, counts=counts):
+            breakdowns = self.rewards.score.remote(items).result(timeout_s=1800)
         a = self.cfg.algorithm
         groups, i = [], 0
         for ro in rollouts:
@@ -251,10 +287,10 @@ class Trainer:
             ask = want - len(kept) if rounds == 1 else math.ceil((want - len(kept)) * cfg.trainer.oversample)
             samples = self.stream.take(ask)
             t0 = time.monotonic()
-            rollouts = self.fleet.generate(samples, self._sampling(), min_version=self.synced_version)
+            rollouts = self._generate(samples, self._sampling(), "generate", self.step + 1)
             timing["rollout"] += time.monotonic() - t0
             t0 = time.monotonic()
-            groups = self._score(rollouts)
+            groups = self._score(rollouts, "score", self.step + 1)
             timing["reward"] += time.monotonic() - t0
             sampled.extend(groups)
             kept.extend(g for g in groups if self._keep(g))
@@ -314,7 +350,7 @@ class Trainer:
         return m
 
     def _update(self, kept: list[ScoredGroup]) -> dict[str, float]:
-        from medix_ray.learner.batch import build_sample_batch
+        from medix_ray.learner.batch import build_rollout_batch
 
         cfg = self.cfg
         n = cfg.rollout.n
@@ -323,14 +359,20 @@ class Trainer:
         adv = group_advantages(rewards, cfg.algorithm.advantage, valid=valid)
         samples: list[Sample] = [g.rollout.sample for g in kept for _ in range(n)]
         response_ids = [r.token_ids or [self._eos()] for g in kept for r in g.rollout.responses]
-        batch = build_sample_batch(samples, response_ids, adv.reshape(-1), self.renderer, self.style)
+        # The rollout's own prompt token ids, not a second rendering (tests/learner/test_rollout_batch.py)
+        prompt_ids = [g.rollout.prompt_token_ids for g in kept for _ in range(n)]
+        batch = build_rollout_batch(samples, prompt_ids, response_ids, adv.reshape(-1), self.renderer, self.bounds)
         batch.loss_mask[~valid.reshape(-1)] = 0.0  # unscored responses take no part in the update
         t0 = time.monotonic()
+        phase = {"step": self.step + 1, "version": self.version, "counts": {"groups": len(kept)}}
         if cfg.learner.mini_batches_per_step > 1:
-            batch.old_logp = self.learner.compute_logprobs(batch)
+            with self.timeline.span("learner", "logprobs", **phase):
+                batch.old_logp = self.learner.compute_logprobs(batch)
         if cfg.algorithm.kl_coef > 0:
-            batch.ref_logp = self.learner.compute_ref_logprobs(batch)
-        stats = self.learner.update(batch)
+            with self.timeline.span("learner", "ref_logprobs", **phase):
+                batch.ref_logp = self.learner.compute_ref_logprobs(batch)
+        with self.timeline.span("learner", "update", **phase):
+            stats = self.learner.update(batch)
         return {
             "time/update_s": time.monotonic() - t0,
             "update/loss": _mean([s["loss"] for s in stats]),
@@ -339,6 +381,9 @@ class Trainer:
             "update/kl": _mean([s["kl"] for s in stats]),
             "update/grad_norm": _mean([s["grad_norm"] for s in stats]),
             "update/tokens": float(sum(s["tokens"] for s in stats)),
+            "update/attention": stats[0]["attention"],  # the attention path (docs/learner.md)
+            "update/micro_batches": float(sum(s["micro_batches"] for s in stats)),
+            "update/over_budget_micro_batches": float(sum(s["over_budget"] for s in stats)),
             "update/advantage_abs_mean": float(adv[valid].abs().mean()) if bool(valid.any()) else 0.0,
         }
 
@@ -351,8 +396,8 @@ class Trainer:
         r = self.cfg.rollout
         sampling = {"n": 1, "temperature": r.val_temperature, "top_p": r.val_top_p, "max_tokens": r.max_tokens}
         t0 = time.monotonic()
-        rollouts = self.fleet.generate(self.val_samples, sampling, min_version=self.synced_version)
-        groups = self._score(rollouts)
+        rollouts = self._generate(self.val_samples, sampling, "validate", self.step)
+        groups = self._score(rollouts, "validate", self.step)
         bds = [bd for g in groups for bd in g.breakdowns]
         return {
             "val/reward_mean": _mean([bd["overall"] for bd in bds]),
@@ -364,9 +409,10 @@ class Trainer:
 
     def save(self) -> None:
         t0 = time.monotonic()
-        self.learner.save_checkpoint(
-            step=self.step, version=self.version, cursor=self.stream.state(), counters=dict(self.counters)
-        )
+        with self.timeline.span("learner", "save", step=self.step, version=self.version):
+            self.learner.save_checkpoint(
+                step=self.step, version=self.version, cursor=self.stream.state(), counters=dict(self.counters)
+            )
         logger.info("checkpoint at step %d written in %.1f s", self.step, time.monotonic() - t0)
 
     # -- the loop ------------------------------------------------------------------------
@@ -389,6 +435,11 @@ class Trainer:
             stop = _StopOnInterrupt()
             bar = tqdm(total=t.steps, initial=self.step, desc="medix-ray train", disable=not progress, unit="step")
             try:
+                validated = self.step > 0 or any(r.get("step") == 0 for r in read_metrics(log.path))
+                if t.val_before_train and not validated:  # once: a run resumed at step 0 has its row
+                    val = self.validate()
+                    log.write(0, val)
+                    current_console().line(format_step(0, t.steps, val))
                 while self.step < t.steps:
                     if stop.requested:
                         raise KeyboardInterrupt
@@ -413,6 +464,7 @@ class Trainer:
                     log.write_rollouts(self.step, rollout_records(result.groups))
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward/mean'] or 0:.3f}", kept=int(metrics["groups/kept"]))
+                    current_console().line(format_step(self.step, t.steps, metrics))
                 if not t.checkpoint_interval or self.step % t.checkpoint_interval:
                     self.save()
             except KeyboardInterrupt:
@@ -436,6 +488,9 @@ class Trainer:
             first, last = window_means(rows, "reward/mean", 5)
             summary.update(reward_first5=first, reward_last5=last, reward_gain=last - first)
             summary["plots"] = [str(p) for p in plot_curves(log.path, self.out)]
+        self.timeline.close()
+        if self.timeline.path.exists():
+            summary.setdefault("plots", []).append(str(plot_timeline(self.timeline.path, self.out / "timeline.png")))
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return summary
 
@@ -490,6 +545,31 @@ class _StopOnInterrupt:
             self._previous = None
 
 
+def format_step(step: int, total: int, m: dict[str, Any]) -> str:
+    """Returns the one console line of a step: reward, kept groups, the time split and the sync.
+
+    `step 3/15  reward 0.312 (fmt 0.10 llm 0.50)  kept 4/4 in 1 round  time 28.4 s: rollout 2.5 reward 1.0
+    update 21.8 sync 0.6`; step 0 is the validation before training.
+    """
+
+    def num(key: str, fmt: str = ".3f") -> str:
+        value = m.get(key)
+        return "-" if value is None else format(value, fmt)
+
+    if step == 0 or "reward/mean" not in m:
+        return f"step {step}/{total}  validation reward {num('val/reward_mean')}  ({num('time/val_s', '.1f')} s)"
+    parts = [
+        f"step {step}/{total}",
+        f"reward {num('reward/mean')} (fmt {num('reward/format', '.2f')} llm {num('reward/accuracy_llm', '.2f')})",
+        f"kept {num('groups/kept', '.0f')}/{num('groups/sampled', '.0f')} in {num('groups/rounds', '.0f')} round(s)",
+        f"time {num('time/step_s', '.1f')} s: rollout {num('time/rollout_s', '.1f')}"
+        f" reward {num('time/reward_s', '.1f')} update {num('time/update_s', '.1f')} sync {num('time/sync_s', '.1f')}",
+    ]
+    if m.get("val/reward_mean") is not None:
+        parts.append(f"val {num('val/reward_mean')}")
+    return "  ".join(parts)
+
+
 def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
     """Returns one record per response: sample, policy version, text, length, reward and breakdown."""
     return [
@@ -509,7 +589,7 @@ def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
 
 def local_cpus(cfg: MedixConfig) -> int:
     """Logical CPUs of a local CPU-only cluster: the plan's total, at least the machine's cores and 4
-    (small machines are oversubscribed, research/feasibility.md)."""
+    (small machines are oversubscribed, docs/cpu_notes.md)."""
     from medix_ray.trainer.plan import resource_plan
 
     return max(os.cpu_count() or 1, 4, math.ceil(resource_plan(cfg).totals()["CPU"]))

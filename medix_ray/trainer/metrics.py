@@ -6,23 +6,42 @@
     plot_curves("runs/tiny_cpu/metrics.jsonl", "runs/tiny_cpu")   # reward.png, components.png
 
 On resume the JSONL keeps the steps up to the checkpoint and drops the rest, so that every step
-appears once.
+appears once; a torn last line (a kill mid-append) is dropped with a warning. Each step's rows are
+flushed and fsynced when written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
+
+class MetricsFileError(ValueError):
+    """A metrics or rollout log has a bad line before its last; the message names the file and line."""
+
 
 def truncate_jsonl(path: Path, resume_step: int) -> None:
-    """Keeps the rows of steps up to `resume_step` (those after it will be trained again)."""
-    if path.exists():
-        kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    """Keeps the rows of steps up to `resume_step` (those after it will be trained again).
+
+    A torn last line (the process was killed mid-append) is dropped with a warning naming the file;
+    the file is rewritten atomically, so a kill during the rewrite leaves the old one.
+    """
+    if not path.exists():
+        return
+    kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept))
+        f.flush()
+        os.fsync(f.fileno())
+    partial.replace(path)
 
 
 class MetricsLog:
@@ -44,7 +63,7 @@ class MetricsLog:
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        _sync(self._file)
         if self._tb is not None:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)) and value is not None and math.isfinite(value):
@@ -54,13 +73,19 @@ class MetricsLog:
         """Appends every response of a step (sample, text, reward breakdown) to rollouts.jsonl."""
         for record in records:
             self._rollouts.write(json.dumps({"step": step, **record}) + "\n")
-        self._rollouts.flush()
+        _sync(self._rollouts)
 
     def close(self) -> None:
         self._file.close()
         self._rollouts.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _sync(f) -> None:
+    """Flushes a log file to disk (once per step: a crash loses at most the step being written)."""
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _plain(value: Any) -> Any:
@@ -72,7 +97,26 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Returns the rows of a metrics or rollout log; a torn last line is skipped with a warning.
+
+    Only the last line can be torn (a kill mid-append); a bad line before it raises MetricsFileError.
+    """
+    path = Path(path)
+    lines = path.read_bytes().split(b"\n")
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    rows = []
+    for k, (n, line) in enumerate(numbered):
+        try:
+            row = json.loads(line.decode("utf-8"))
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError("not a row object with a step")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if k == len(numbered) - 1:
+                logger.warning("%s: dropping its torn last line %d (%d bytes): %s", path, n, len(line), exc)
+                break
+            raise MetricsFileError(f"{path}: line {n} is not a JSON row ({exc})") from exc
+        rows.append(row)
+    return rows
 
 
 def window_means(rows: Sequence[dict[str, Any]], key: str, window: int) -> tuple[float, float]:

@@ -60,10 +60,23 @@ def dry_run(cfg: MedixConfig, *, address: str | None = None, cluster: dict[str, 
     return problems
 
 
-def run_training(cfg: MedixConfig, *, address: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Runs the controller to `trainer.steps`; prints and returns the summary."""
-    from medix_ray.trainer.controller import Trainer
+def run_training(
+    cfg: MedixConfig, *, address: str | None = None, progress: bool = True, force: bool = False
+) -> dict[str, Any]:
+    """Runs the controller to `trainer.steps`; prints and returns the summary.
 
+    Before anything starts: a missing or unreadable data file raises DataSourceError, and resuming a
+    run folder whose checkpoint was trained with a different math config raises ResumeConfigError
+    (trainer/resume.py) unless `force`.
+    """
+    from pathlib import Path
+
+    from medix_ray.data.readers import check_config_sources
+    from medix_ray.trainer.controller import Trainer
+    from medix_ray.trainer.resume import check_resume
+
+    check_config_sources(cfg.data)  # a missing or corrupt data file is named before the cluster starts
+    check_resume(Path(cfg.trainer.output_dir).absolute(), cfg, force=force)
     trainer = Trainer(cfg, address=address)
     try:
         summary = trainer.run(progress=progress and sys.stderr.isatty())

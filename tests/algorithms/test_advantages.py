@@ -13,7 +13,7 @@ def test_grpo_uses_the_unbiased_std():
 
 
 def test_a_minor_component_difference_is_as_loud_as_correctness_under_grpo():
-    # research/method.md §3.3: one response lost only its modality tag
+    # docs/method.md §3.3: one response lost only its modality tag
     adv = group_advantages(torch.tensor([[0.145, 0.145, 0.145, 0.145, 0.10]]))
     assert adv[0, 4].item() == pytest.approx(-1.7889, abs=1e-3)
     floored = group_advantages(torch.tensor([[0.145, 0.145, 0.145, 0.145, 0.10]]), std_floor=0.1)

@@ -110,5 +110,20 @@ def test_gspo_token_value_is_the_sequence_ratio_with_per_token_gradients():
     assert far.clip_fraction.item() == 1.0
 
 
+def test_gspo_token_dual_clip_bounds_negative_advantages_by_hand():
+    # two tokens with log-ratio 2 each: s = e^2 = 7.389; A = -1, so -A·s = 7.389 > -A·clip(s) = 1.0004
+    logp = torch.tensor([[2.0, 2.0]], requires_grad=True)
+    old = torch.zeros(1, 2)
+    out = gspo_token_loss(logp, old, torch.tensor([-1.0]), torch.ones(1, 2), dual_clip=3.0)
+    assert out.token_loss.flatten().tolist() == pytest.approx([3.0, 3.0])  # min(7.389, -A·3)
+    out.token_loss.sum().backward()
+    assert logp.grad.flatten().tolist() == [0.0, 0.0]  # the bound is a constant: no gradient
+    plain = gspo_token_loss(logp.detach().requires_grad_(), old, torch.tensor([-1.0]), torch.ones(1, 2), dual_clip=None)
+    assert plain.token_loss.flatten().tolist() == pytest.approx([math.exp(2.0)] * 2)
+    # a positive advantage is never dual-clipped: A = 1, s = e^2 clipped to 1.0004 -> -1.0004
+    pos = gspo_token_loss(torch.tensor([[2.0, 2.0]]), old, torch.tensor([1.0]), torch.ones(1, 2), dual_clip=3.0)
+    assert pos.token_loss.flatten().tolist() == pytest.approx([-1.0004, -1.0004], abs=1e-6)
+
+
 def test_entropy_of_a_uniform_distribution():
     assert entropy_from_logits(torch.zeros(2, 4)).tolist() == pytest.approx([math.log(4)] * 2)

@@ -1,7 +1,8 @@
 import pytest
 
 from medix_ray.data.modality import MODALITY_TAGS
-from medix_ray.data.prompts import PromptStyle, chat_messages, instructions, render_prompt
+from medix_ray.data.output_format import OutputFormat
+from medix_ray.data.prompts import chat_messages, instructions, render_prompt
 from medix_ray.data.schema import ImageRef, Sample, SampleError
 
 TEXT = Sample("t1", "  Which nerve supplies the diaphragm?  ", "<OTHER> Phrenic nerve")
@@ -26,7 +27,7 @@ def test_instructions_list_every_tag_and_the_steps():
 
 
 def test_tag_names_are_configurable():
-    text = instructions(PromptStyle(think_tag="thinking", modalities=("X_RAY", "CT_SCAN")))
+    text = instructions(OutputFormat(think_tag="thinking", modalities=("X_RAY", "CT_SCAN")))
     assert "<thinking> and </thinking>" in text and "<think>" not in text
     assert "<X_RAY>, <CT_SCAN>" in text and "<MRI_SCAN>" not in text
 

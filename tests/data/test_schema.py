@@ -48,7 +48,7 @@ def test_missing_column_names_the_configured_key():
     del row["problem"]
     with pytest.raises(SampleError, match=r"field 'problem': missing column"):
         validate_row(row)
-    with pytest.raises(SampleError, match=r"field 'question': missing column .*data.problem_key"):
+    with pytest.raises(SampleError, match=r"field 'question': missing column .*data.prompt_key"):
         validate_row(_row(), prompt_key="question")
 
 

@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TOKEN = os.environ["MEDIX_RAY_TEST_TOKEN"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APP = "medix-rewards-test"
+MAX_BODY = 2_000_000
 
 
 def _items(n, prefix="i", unique=True):
@@ -58,6 +59,7 @@ def service(ray_cluster, judge_url):
             "serve.metrics_interval_s=0.5",
             "serve.look_back_period_s=2",
             "serve.target_ongoing_requests=1",
+            f"serve.max_body_bytes={MAX_BODY}",
         ],
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -92,12 +94,99 @@ def test_http_and_handle_return_the_same_breakdowns(service):
     assert body["unscored"] == 0 and body["preset"] == "medix"
 
 
-def test_health_docs_and_auth(service):
+def test_health_and_docs(service):
     url, _ = service
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     assert "/v1/rewards" in httpx.get(f"{url}/openapi.json").json()["paths"]
-    denied = _post(url, _items(1), headers={})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+    ],
+    ids=["missing", "empty", "no-token", "wrong", "no-scheme", "longer", "prefix"],
+)
+def test_missing_empty_and_wrong_tokens_get_401(service, headers):
+    url, _ = service
+    denied = _post(url, _items(1), headers=headers)
     assert denied.status_code == 401 and "bearer token" in denied.text
+
+
+def test_an_oversized_body_gets_413_without_being_parsed(service):
+    """The body is not JSON: parsed, it would be a 422; the door answers 413 first, declared or streamed."""
+    url, _ = service
+    junk = b"{" * (MAX_BODY + 1)
+    declared = httpx.post(f"{url}/v1/rewards", content=junk, headers=AUTH, timeout=60)
+    assert declared.status_code == 413, declared.text[:300]
+    assert f"over the limit of {MAX_BODY} bytes" in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: chunked transfer encoding
+        for _ in range(4):
+            yield b"{" * (MAX_BODY // 2)
+
+    streamed = httpx.post(f"{url}/v1/rewards", content=chunks(), headers=AUTH, timeout=60)
+    assert streamed.status_code == 413, streamed.text[:300]
+    assert _post(url, _items(1)).status_code == 200  # the service is unharmed
+
+
+def test_a_megabyte_of_unclosed_answer_tags_is_scored_quickly(service):
+    url, _ = service
+    response = "<answer>" * 4000  # 32,000 characters, just under the field limit; 32 of them: 1 MB
+    items = [
+        {"id": f"tags{k}", "question": "q", "response": response, "reference": "<OTHER> Naloxone"} for k in range(32)
+    ]
+    r = _post(url, items)  # quadratic extraction would take minutes: the request's timeout fails it
+    assert r.status_code == 200, r.text[:300]
+    results = r.json()["results"]
+    assert [x["id"] for x in results] == [i["id"] for i in items]
+    assert all(x["status"]["accuracy_llm"] == "no_answer" for x in results)
+
+
+def test_a_422_does_not_echo_a_large_body(service):
+    url, _ = service
+    items = [{"id": str(i), "response": "r" * 50, "reference": "<OTHER> x"} for i in range(5000)]
+    r = httpx.post(f"{url}/v1/rewards", json={"items": items}, headers=AUTH, timeout=60)
+    assert r.status_code == 422
+    body = r.json()
+    assert len(r.content) < 4_000
+    assert body["detail"][0]["loc"] == "body.items" and "4096" in body["detail"][0]["msg"]
+    assert body["detail"][0]["input"] == "[list of 5000 items]"
+
+
+def test_a_non_loopback_start_without_a_token_is_refused(service, judge_url):
+    """The ingress replicas refuse to start; Serve gives up on the application and says why."""
+    from ray import serve
+
+    from deployments.reward_app import build_reward_app
+
+    assert "MEDIX_RAY_NO_SUCH_TOKEN" not in os.environ
+    cfg = load_config(
+        "configs/serve/rewards_cpu.yaml",
+        [
+            f"reward.judge.base_url={judge_url}",
+            "serve.host=0.0.0.0",
+            "serve.auth_token_env=MEDIX_RAY_NO_SUCH_TOKEN",
+            "serve.judge_num_cpus=0.05",
+            "serve.embedder_num_cpus=0.05",
+            "serve.embedder_max_replicas=1",
+            "serve.ingress_num_cpus=0.05",
+            "serve.ingress_max_replicas=1",
+        ],
+    )
+    try:
+        with pytest.raises(Exception, match="Deploying application medix-rewards-refused failed"):
+            serve.run(build_reward_app(cfg), name="medix-rewards-refused", route_prefix="/refused")
+        why = serve.status().applications["medix-rewards-refused"].deployments["ingress"].message
+        assert "refusing to serve rewards on 0.0.0.0 without a bearer token" in why
+    finally:
+        serve.delete("medix-rewards-refused")
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,9 @@ def test_combine(scores, kind, expected):
 
 def test_templates_carry_inputs_and_reject_unknown():
     base = judge_prompt("base", "Q?\n\nChoices:\nA. x\nB. y", "y", "B")
-    assert "Choices:\nA. x" in base and "Correct answer:\ny" in base and "Predicted answer:\nB" in base
+    assert (
+        "Choices:\nA. x" in base and "Correct answer:\ny" in base and 'Predicted answer (a JSON string):\n"B"' in base
+    )
     mimic = judge_prompt("mimic", "Summarise.", "No acute findings.", "Normal chest.")
     assert "0 - completely wrong" in mimic and "5 - near-perfect" in mimic and "Normal chest." in mimic
     with pytest.raises(ValueError, match="unknown judge template"):
@@ -109,7 +111,7 @@ def test_paper_protocol_is_one_conversation_with_reevaluation_and_majority(stub)
     out = _run(judge_item(_judge(url), ROW, protocol="paper", rounds=3, max_tokens=512))
     assert out["status"] == "scored" and out["score"] == 1.0 and out["rounds"] == [1.0, 0.0, 1.0]
     first, _, third = handler.requests
-    assert len(first["messages"]) == 1 and "Predicted answer:\nB" in first["messages"][0]["content"]
+    assert len(first["messages"]) == 1 and 'Predicted answer (a JSON string):\n"B"' in first["messages"][0]["content"]
     assert "anticoagulant" not in first["messages"][0]["content"]  # the judge sees the text after </think>
     assert [m["role"] for m in third["messages"]] == ["user", "assistant", "user", "assistant", "user"]
     assert third["messages"][1]["content"] == '{"score": 1}' and third["messages"][-1]["content"] == REEVALUATE

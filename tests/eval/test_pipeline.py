@@ -1,5 +1,7 @@
 """The judge worker against a scripted endpoint, and the command line's answers to bad input (no engines)."""
 
+import json
+
 import pandas as pd
 
 from medix_ray.cli import main
@@ -22,28 +24,56 @@ ROW = {
 }
 
 
-def _worker(url, **kw):
+def _worker(url, protocols=("paper",), skip=None, **kw):
     cfg = EvalConfig(judge_max_retries=1, judge_rounds=3, **kw)
-    worker = JudgeWorker(url, "judge-model", cfg, "paper")
-    worker.judge.backoff_s = 0.01
+    worker = JudgeWorker(url, "judge-model", cfg, protocols, skip)
+    worker.transport.judge.backoff_s = 0.01
     return worker
+
+
+def _judged(worker, rows, protocol="paper"):
+    """Returns the judgment rows the worker attaches to a batch of rows ("" cells: skipped)."""
+    out = worker(pd.DataFrame(rows))
+    assert list(out["id"]) == [r["id"] for r in rows]  # the batch passes through
+    return [json.loads(cell) if cell else None for cell in out[f"judgment_{protocol}"]]
 
 
 def test_identical_items_are_judged_once(stub):
     handler, url = stub
     handler.default = '{"score": 1}'
-    batch = pd.DataFrame([ROW, dict(ROW, id="medqa_1"), dict(ROW, id="medqa_2", prediction="A")])
-    out = _worker(url)(batch).to_dict("records")
+    worker = _worker(url)
+    out = _judged(worker, [ROW, dict(ROW, id="medqa_1"), dict(ROW, id="medqa_2", prediction="A")])
     assert [r["score"] for r in out] == [1.0, 1.0, 1.0]
-    assert len(handler.requests) == 6  # 2 distinct items x 3 rounds
-    assert sum(r["reused"] for r in out) == 1
+    assert len(handler.requests) == 4  # 2 distinct items x 2 agreeing rounds (the third cannot change them)
+    assert [r["reused"] for r in out] == [False, True, False]
+    assert [(r["rounds_asked"], r["rounds_saved"]) for r in out] == [(2, 1)] * 3
     assert {r["protocol"] for r in out} == {"paper"}
+    again = _judged(worker, [dict(ROW, id="medqa_3")])  # a later batch reuses the scored judgement
+    assert again[0]["reused"] and again[0]["score"] == 1.0 and len(handler.requests) == 4
+
+
+def test_early_decision_off_asks_every_round(stub):
+    handler, url = stub
+    handler.default = '{"score": 1}'
+    out = _judged(_worker(url, judge_early_decision=False), [ROW])
+    assert out[0]["rounds"] == [1.0, 1.0, 1.0] and out[0]["rounds_saved"] == 0 and len(handler.requests) == 3
+
+
+def test_both_protocols_in_one_worker_and_scored_ids_skipped(stub):
+    handler, url = stub
+    handler.default = '{"score": 0}'
+    worker = _worker(url, protocols=("paper", "independent"), skip={"paper": ["medqa_0"]})
+    out = worker(pd.DataFrame([ROW, dict(ROW, id="medqa_1", prediction="A")]))
+    paper = [json.loads(c) if c else None for c in out["judgment_paper"]]
+    independent = [json.loads(c) for c in out["judgment_independent"]]
+    assert paper[0] is None and paper[1]["score"] == 0.0  # medqa_0 was scored by an earlier run
+    assert [r["score"] for r in independent] == [0.0, 0.0] and all(r["rounds_asked"] == 1 for r in independent)
 
 
 def test_a_dead_judge_gives_counted_judge_errors_not_zeros(stub):
     handler, url = stub
     handler.default = 503
-    out = _worker(url)(pd.DataFrame([ROW, dict(ROW, id="medqa_1", prediction="A")])).to_dict("records")
+    out = _judged(_worker(url), [ROW, dict(ROW, id="medqa_1", prediction="A")])
     assert [r["status"] for r in out] == ["judge_error", "judge_error"]
     assert all(r["score"] is None and "503" in r["error"] for r in out)
 
@@ -53,8 +83,8 @@ def test_failed_judgements_are_not_reused(stub):
     handler.script = [500, 500]  # the first item's round 1 fails twice (1 retry)
     handler.default = '{"score": 0}'
     worker = _worker(url)
-    first = worker(pd.DataFrame([ROW])).to_dict("records")[0]
-    second = worker(pd.DataFrame([dict(ROW, id="medqa_1")])).to_dict("records")[0]
+    (first,) = _judged(worker, [ROW])
+    (second,) = _judged(worker, [dict(ROW, id="medqa_1")])
     assert first["status"] == "judge_error" and second["status"] == "scored" and not second["reused"]
 
 
@@ -124,3 +154,29 @@ def test_stored_rows_have_no_nan_and_no_image():
 
     out = _stored_row({"id": "a", "score": float("nan"), "image": b"x", "n": 1.5})
     assert out == {"id": "a", "score": None, "n": 1.5}
+
+
+def test_a_failed_generation_gets_its_status_as_judgment_without_asking(stub):
+    handler, url = stub
+    failed = dict(ROW, id="medqa_1", status="generation_error", prediction="", error="prompt does not fit")
+    out = _judged(_worker(url), [failed])
+    assert out[0]["status"] == "generation_error" and "does not fit" in out[0]["error"]
+    assert handler.requests == []
+
+
+def test_answer_missing_generates_only_the_pending_rows():
+    from medix_ray.eval.pipeline import AnswerMissing
+
+    asked = []
+
+    def fake_generator(batch):
+        asked.extend(batch["id"])
+        return batch.drop(columns=["image"]).assign(prediction="B", status="generated")
+
+    stage = AnswerMissing.__new__(AnswerMissing)
+    stage.generator = fake_generator
+    pending = dict(ROW, id="medqa_2", status="pending", prediction="", image=None)
+    out = stage(pd.DataFrame([dict(ROW, image=None), pending]))
+    assert asked == ["medqa_2"]  # the row an earlier run answered passes through to the judge
+    assert sorted(out["id"]) == ["medqa_0", "medqa_2"] and set(out["status"]) == {"generated"}
+    assert "image" not in out.columns

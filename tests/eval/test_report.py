@@ -82,6 +82,21 @@ def test_markdown_has_the_task_summary_error_modality_and_comparison_sections(re
     assert "| slake_vqa | CT | 1 | 1 | 100.0 |" in text
     assert "independent accuracy %" in text
     assert "MediX-R1 30B" in text and "average over the 2 evaluated" in text
+    table = report[0]
+    assert f"judge rounds: {table.rounds_asked} asked, {table.rounds_saved} saved by the early decision" in text
+
+
+def test_a_task_the_published_table_lacks_counts_in_our_overall_but_not_in_the_like_for_like_row(tmp_path, rows):
+    rows = rows + [judged(f"mmmu_medical_val_{k}", "mmmu_medical_val", 1.0, group="vlm") for k in range(2)]
+    table = score_records(rows, n_boot=50)
+    assert table.overall.accuracy == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)  # ours: all three tasks
+    files = write_report(
+        tmp_path, table, model="m", protocol="paper", judge="j", samples=[], leaderboard=load_leaderboard()
+    )
+    text = files["report"].read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| **average over the 2 evaluated**"))
+    assert row.split("|")[3].strip() == f"{100 * (2 / 3 + 1 / 2) / 2:.1f}"  # medqa and slake_vqa only
+    assert "Not on the published table, so not in the average row" in text and "mmmu_medical_val." in text
 
 
 def test_csv_has_one_row_per_task_then_the_summaries_as_fractions(report):

@@ -10,7 +10,7 @@ import pytest
 
 from medix_ray.eval.score import ScoreTable, load_leaderboard, score_records
 
-PUBLISHED_OVERALL = {  # research/method.md §5, in %
+PUBLISHED_OVERALL = {  # docs/method.md §5, in %
     "MedVLM-R1 2B": 42.7,
     "BiMediX2 8B": 55.6,
     "HuatuoGPT-V 7B": 55.8,
@@ -227,3 +227,16 @@ def test_leaderboard_cells_reproduce_each_models_published_average():
 
 def test_leaderboard_medix_30b_usmle_matches_the_press_figure():
     assert load_leaderboard().cells["MediX-R1 30B"]["usmle_sa"] == pytest.approx(0.951)
+
+
+def test_judge_rounds_asked_and_saved_are_counted_into_the_table_and_its_json():
+    rows = [
+        dict(row("a_0", "a", 1.0), rounds=[1.0, 1.0], rounds_asked=2, rounds_saved=1),
+        dict(row("a_1", "a", 0.0), rounds=[1.0, 0.0, 0.0], rounds_asked=3, rounds_saved=0),
+        row("a_2", "a", 1.0),  # stored before the counts existed: its rounds count as asked, none saved
+    ]
+    table = score_records(rows, n_boot=10)
+    assert (table.rounds_asked, table.rounds_saved) == (6, 1)
+    assert table.to_dict()["judge_rounds"] == {"asked": 6, "saved": 1}
+    with pytest.raises(ValueError, match="a_0.*rounds_saved"):
+        score_records([dict(rows[0], rounds_saved=-1)], n_boot=10)

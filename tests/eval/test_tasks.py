@@ -1,4 +1,4 @@
-"""The task registry: the 17 benchmarks, selection, question building per source layout, local loading, images."""
+"""The task registry: the 18 benchmarks, selection, question building per source layout, local loading, images."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ import pytest
 from PIL import Image
 
 from medix_ray.eval import tasks
+from medix_ray.eval.configs import packaged
 from medix_ray.eval.tasks import TaskDataError, build_question, load_registry, load_task, select_tasks
 
 FIXTURES = Path(__file__).parent / "fixtures"
+PHYSIONET_JPG = "https://physionet.org/files/mimic-cxr-jpg/2.1.0/"
+MMMU_SUBJECTS = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine", "Pharmacy",
+                 "Public_Health")  # fmt: skip
 PAPER_TASKS = [
     "mmlu_clinical_knowledge",
     "mmlu_college_biology",
@@ -38,8 +42,11 @@ PAPER_TASKS = [
     "pmc_vqa",
     "pmc_vqa_hard",
     "mimic_cxr_report_generation",
+    "mmmu_medical_val",
 ]
-VLM_TASKS = ["slake_vqa", "rad_vqa", "path_vqa", "pmc_vqa", "pmc_vqa_hard", "mimic_cxr_report_generation"]
+VLM_TASKS = [
+    "slake_vqa", "rad_vqa", "path_vqa", "pmc_vqa", "pmc_vqa_hard", "mimic_cxr_report_generation", "mmmu_medical_val"
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +69,47 @@ def _build_module():
 # ---- registry ------------------------------------------------------------------------------------------------
 
 
-def test_registry_holds_exactly_the_17_paper_tasks_in_order(registry):
+def test_registry_holds_exactly_the_18_paper_tasks_in_order(registry):
     assert list(registry) == PAPER_TASKS
-    assert load_registry(tasks.REGISTRY_PATH) == registry
+    resource = packaged(tasks.REGISTRY_FILE)
+    assert load_registry(Path(str(resource))) == registry
+
+
+@pytest.mark.slow  # builds and installs a wheel (about 30 s)
+def test_a_non_editable_install_from_the_wheel_finds_the_registry_and_the_leaderboard(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    src = tmp_path / "src"
+    for name in ("medix_ray", "deployments"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "whl"), str(src)],
+                   check=True)  # fmt: skip
+    (wheel,) = (tmp_path / "whl").glob("medix_ray-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"medix_ray/eval/configs/tasks.yaml", "medix_ray/eval/configs/leaderboard.yaml"} <= names
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
+    probe = (
+        "import medix_ray.eval.tasks as t, medix_ray.eval.score as s; "
+        "print(t.__file__, len(t.load_registry()), len(s.load_leaderboard().tasks))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target)},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    path, n_tasks, n_published = run.stdout.split()
+    assert path.startswith(str(target)) and (n_tasks, n_published) == ("18", "17")
+
+
+def test_registry_and_leaderboard_are_package_data_not_repository_files():
+    # A wheel carries what is inside the package; the repository's configs/ folder is not installed.
+    package = Path(tasks.__file__).parent
+    for name in ("tasks.yaml", "leaderboard.yaml"):
+        assert Path(str(packaged(name))) == package / "configs" / name
+    assert not (package.parents[1] / "configs" / "eval").exists()
 
 
 def test_registry_groups_kinds_and_templates(registry):
@@ -78,6 +123,14 @@ def test_registry_groups_kinds_and_templates(registry):
     assert registry["medmcqa"].split == "validation" and registry["usmle_sa"].split == "train"
     # The reference's PubMedQA answer (final_decision + LONG_ANSWER) is the default; null is our fix.
     assert registry["pubmedqa"].answer_detail == "LONG_ANSWER"
+    assert registry["pubmedqa"].question == ("CONTEXTS", "QUESTION")
+    mimic = registry["mimic_cxr_report_generation"]
+    assert (mimic.image, mimic.answer, mimic.image_url) == ("image", "report", PHYSIONET_JPG)
+    mmmu = registry["mmmu_medical_val"]
+    assert (mmmu.hub_id, mmmu.configs, mmmu.split) == ("MMMU/MMMU", MMMU_SUBJECTS, "validation")
+    assert (mmmu.kind, mmmu.template, mmmu.answer_format) == ("binary", "base", "letter")
+    assert mmmu.filters == (("question_type", "multiple-choice"),)
+    assert registry["medqa"].configs == (None,)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +148,14 @@ def test_registry_groups_kinds_and_templates(registry):
           "question": "q", "answer_format": "index"}, "'demo': key 'answer_format'"),
         ({"hub_id": "x/y", "split": "test", "kind": "binary", "template": "judge", "group": "llm", "answer": "a",
           "question": "q"}, "'demo': key 'template'"),
+        ({"hub_id": "x/y", "split": "test", "kind": "binary", "template": "base", "group": "llm", "answer": "a",
+          "question": []}, "'demo': key 'question' must be a non-empty list"),
+        ({"hub_id": "x/y", "config": ["a", 3], "split": "test", "kind": "binary", "template": "base",
+          "group": "llm", "answer": "a", "question": "q"}, "'demo': key 'config' must be a non-empty list"),
+        ({"hub_id": "x/y", "split": "test", "kind": "binary", "template": "base", "group": "llm", "answer": "a",
+          "question": "q", "list_entries": "some"}, "'demo': key 'list_entries' is 'some'"),
+        ({"hub_id": "x/y", "split": "test", "kind": "binary", "template": "base", "group": "vlm", "answer": "a",
+          "question": "q", "image": "i", "image_url": "ftp://h/x"}, "'demo': key 'image_url'"),
     ],
 )  # fmt: skip
 def test_registry_rejects_a_bad_entry_naming_task_and_key(tmp_path, entry, message):
@@ -196,17 +257,22 @@ def test_letter_answer_format(registry):
     assert build_question(spec, row) == ("Q?\n\nChoices:\nA. x\nB. y", "y", ("x", "y"), "B")
 
 
-def test_pubmedqa_uses_the_first_context_fixed_choices_and_the_long_answer(registry):
+def test_pubmedqa_is_laid_out_as_the_reference_lays_it_out(registry):
     row = {"QUESTION": "Does X lower Y?", "CONTEXTS": ["First paragraph.", "Second paragraph."],
            "final_decision": "no", "LONG_ANSWER": "X did not lower Y."}  # fmt: skip
     question, answer, choices, letter = build_question(registry["pubmedqa"], row)
-    assert question == ("Contexts: First paragraph.\nQuestion: Does X lower Y?\n\nChoices:\nA. yes\nB. no\nC. maybe")
+    # The reference (eval/utils.py) writes "<Column>:\n<value>\n\n" per question column, the first context only.
+    assert question == (
+        "Contexts:\nFirst paragraph.\n\nQuestion:\nDoes X lower Y?\n\nChoices:\nA. yes\nB. no\nC. maybe"
+    )
     assert (answer, choices, letter) == ("no\nX did not lower Y.", ("yes", "no", "maybe"), "B")
     # Our fix of weakness 5: final_decision only, every context paragraph.
-    fixed = replace(registry["pubmedqa"], answer_detail=None, context_entries="all")
+    fixed = replace(registry["pubmedqa"], answer_detail=None, list_entries="all")
     question, answer, _, _ = build_question(fixed, row)
-    assert question.startswith("Contexts: First paragraph.\nSecond paragraph.\nQuestion: Does X lower Y?")
+    assert question.startswith("Contexts:\nFirst paragraph.\nSecond paragraph.\n\nQuestion:\nDoes X lower Y?")
     assert answer == "no"
+    with pytest.raises(TaskDataError, match="question column 'CONTEXTS' is empty"):
+        build_question(registry["pubmedqa"], {**row, "CONTEXTS": []})
 
 
 def test_open_vqa_has_no_choices(registry):
@@ -215,20 +281,47 @@ def test_open_vqa_has_no_choices(registry):
         assert build_question(registry[name], row) == ("Is the heart enlarged?", "yes", (), "")
 
 
-def test_mimic_instructions(registry):
+def test_mimic_instructions_and_layout(registry):
     summarization = registry["mimic_cxr_report_summarization"]
-    row = {"report": "FINDINGS: Clear lungs. IMPRESSION: Normal.", "summary": "Normal chest."}
+    row = {"image": PHYSIONET_JPG + "files/p10/p1/s1/a.jpg", "report": "FINDINGS: Clear lungs. IMPRESSION: Normal.",
+           "summary": "Normal chest."}  # fmt: skip
     question, answer, choices, _ = build_question(summarization, row)
-    # Our wording of the reference's "write a short summary of the following report", then the report.
-    assert (
-        question == "Write a brief summary of the radiology report below.\n\nFINDINGS: Clear lungs. IMPRESSION: Normal."
+    # Our wording of the reference's "write a short summary of the following report", then its "Report:\n<report>".
+    assert question == (
+        "Write a brief summary of the radiology report below.\n\nReport:\nFINDINGS: Clear lungs. IMPRESSION: Normal."
     )
     assert (answer, choices) == ("Normal chest.", ())
     generation = registry["mimic_cxr_report_generation"]
-    question, answer, _, _ = build_question(generation, {"image_path": "files/a.jpg", "report": "Normal chest."})
+    question, answer, _, _ = build_question(generation, row)
     # Our wording of the reference's "generate a detailed report based on the scan"; the image carries the input.
     assert question == "Write a detailed radiology report for this scan."
-    assert answer == "Normal chest."
+    assert answer == "FINDINGS: Clear lungs. IMPRESSION: Normal."
+
+
+def test_mmmu_options_text_and_letter_answer(registry):
+    spec = registry["mmmu_medical_val"]
+    row = {"question": "<image 1> Which rhythm?", "options": "['Atrial fibrillation', \"Sinus rhythm\", 'VT']",
+           "answer": "B", "image_1": None, "question_type": "multiple-choice"}  # fmt: skip
+    assert build_question(spec, row) == (
+        "<image 1> Which rhythm?\n\nChoices:\nA. Atrial fibrillation\nB. Sinus rhythm\nC. VT",
+        "Sinus rhythm",
+        ("Atrial fibrillation", "Sinus rhythm", "VT"),
+        "B",
+    )
+    assert build_question(spec, {**row, "options": '["x", "y"]', "answer": "a"})[1:] == ("x", ("x", "y"), "A")
+    with pytest.raises(TaskDataError, match="holds text that is not a list"):
+        build_question(spec, {**row, "options": "Atrial fibrillation; Sinus rhythm"})
+    with pytest.raises(TaskDataError, match="answer 'E' .* names no option"):
+        build_question(spec, {**row, "answer": "E"})
+
+
+def test_mmmu_keeps_its_multiple_choice_rows_of_every_subject(registry, caplog):
+    caplog.set_level("INFO", logger="medix_ray.eval.tasks")
+    items = load_task(registry["mmmu_medical_val"], FIXTURES)
+    assert [it.id for it in items] == [f"mmmu_medical_val_{k}" for k in range(5)]
+    assert [it.answer_letter for it in items] == ["A", "B", "A", "A", "B"]
+    assert "Which rhythm is it?" in items[1].question and "heart rate" not in " ".join(it.question for it in items)
+    assert "keep 5 of 6 rows" in caplog.text  # the open question the filter left out is counted
 
 
 def test_a_wrong_column_mapping_names_the_column_and_the_columns_there(registry):
@@ -254,6 +347,7 @@ def test_a_wrong_column_mapping_names_the_column_and_the_columns_there(registry)
         ("pmc_vqa", "state.json", 3),  # save_to_disk Dataset with an Image feature
         ("pubmedqa", "dataset_dict.json", 3),  # save_to_disk DatasetDict
         ("rad_vqa", "test/metadata.jsonl", 3),  # image folder
+        ("mmmu_medical_val", "Pharmacy/dataset_dict.json", 5),  # one save_to_disk DatasetDict per hub config
     ],
 )
 def test_each_local_layout_loads(registry, task, marker, n):
@@ -386,28 +480,36 @@ class _PhysioNet(BaseHTTPRequestHandler):
 
     png = b""
     seen: list[str] = []
+    authorizations: list[str] = []
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         expected = "Basic " + base64.b64encode(b"alice:pw-s3cret-77").decode()
+        self.authorizations.append(self.headers.get("Authorization") or "")
         if self.headers.get("Authorization") != expected:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="PhysioNet"')
             self.end_headers()
             return
         self.seen.append(self.path)
+        body = b"<html>please log in</html>" if self.path.endswith(".html.jpg") else self.png
         self.send_response(200)
-        self.send_header("Content-Length", str(len(self.png)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(self.png)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
 
 
 @pytest.fixture
-def physionet(make_png):
+def physionet(make_png, monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for names in tasks.CREDENTIAL_ENV.values():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
     _PhysioNet.png = make_png(size=(32, 32))
     _PhysioNet.seen = []
+    _PhysioNet.authorizations = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _PhysioNet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -417,25 +519,74 @@ def physionet(make_png):
 
 
 def _mimic_without_first_image(registry, tmp_path, url):
+    """Returns (spec, data dir, the first image's path below image_url): the fixture's URLs point at `url`."""
     data_dir = _copy_fixture("mimic_cxr_report_generation", tmp_path)
-    row = json.loads((data_dir / "mimic_cxr_report_generation" / "test.jsonl").read_text().splitlines()[0])
-    (data_dir / "mimic_cxr_report_generation" / row["image_path"]).unlink()
-    return replace(registry["mimic_cxr_report_generation"], image_url=url), data_dir, row["image_path"]
+    table = data_dir / "mimic_cxr_report_generation" / "test.jsonl"
+    table.write_text(table.read_text().replace(PHYSIONET_JPG, url))
+    first = json.loads(table.read_text().splitlines()[0])["image"]
+    assert first.startswith(url)
+    relative = first.removeprefix(url)
+    (data_dir / "mimic_cxr_report_generation" / relative).unlink()
+    return replace(registry["mimic_cxr_report_generation"], image_url=url), data_dir, relative
 
 
-def test_mimic_images_are_fetched_with_credentials_from_the_environment(registry, tmp_path, physionet, monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
-    monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
+@pytest.mark.parametrize(
+    "names", [("PHYSIONET_USERNAME", "PHYSIONET_PASSWORD"), ("PHYSIONET_UNAME", "PHYSIONET_PWD")]
+)  # ours, the reference's (eval/README.md)
+def test_mimic_image_urls_are_fetched_with_credentials_from_the_environment(
+    registry, tmp_path, physionet, monkeypatch, names
+):
+    monkeypatch.setenv(names[0], "alice")
+    monkeypatch.setenv(names[1], "pw-s3cret-77")
     spec, data_dir, relative = _mimic_without_first_image(registry, tmp_path, physionet)
     items = load_task(spec, data_dir)
     assert all(not it.error and it.image for it in items)
     assert _PhysioNet.seen == [f"/files/mimic-cxr-jpg/2.1.0/{relative}"]  # only the missing one
-    assert (data_dir / "mimic_cxr_report_generation" / relative).read_bytes() == _PhysioNet.png  # kept for next time
+    kept = data_dir / "mimic_cxr_report_generation" / relative  # kept at its path below image_url, for next time
+    assert kept.read_bytes() == _PhysioNet.png and items[0].image_path == str(kept)
+    assert load_task(spec, data_dir)[0].image == _PhysioNet.png and len(_PhysioNet.seen) == 1
+
+
+def test_our_credential_spelling_wins_over_the_references(registry, tmp_path, physionet, monkeypatch):
+    monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
+    monkeypatch.setenv("PHYSIONET_UNAME", "mallory")
+    monkeypatch.setenv("PHYSIONET_PWD", "other")
+    spec, data_dir, _ = _mimic_without_first_image(registry, tmp_path, physionet)
+    assert not load_task(spec, data_dir)[0].error
+
+
+def test_a_relative_image_path_is_fetched_below_image_url(registry, tmp_path, physionet, monkeypatch):
+    monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
+    spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
+    image, path, error = tasks._image(spec, "files/p11/s2/b.jpg", tmp_path)
+    assert not error and image == _PhysioNet.png and path == str(tmp_path / "files/p11/s2/b.jpg")
+    assert _PhysioNet.seen == ["/files/mimic-cxr-jpg/2.1.0/files/p11/s2/b.jpg"]
+
+
+def test_credentials_go_to_the_image_url_host_only(registry, tmp_path, physionet, monkeypatch):
+    monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
+    spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
+    elsewhere = physionet.replace("127.0.0.1", "localhost") + "files/p12/c.jpg"  # same server, another host name
+    image, path, error = tasks._image(spec, elsewhere, tmp_path)
+    assert image is None and "401" in error and path == str(tmp_path / elsewhere.split("://")[1])
+    assert _PhysioNet.authorizations and not any(_PhysioNet.authorizations)  # asked, and never answered
+
+
+def test_an_image_url_that_is_not_a_file_path_or_not_an_image(registry, tmp_path, physionet, monkeypatch):
+    monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
+    monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
+    spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
+    assert "names no file path" in tasks._image(spec, physionet + "files/../../../etc/x.jpg", tmp_path)[2]
+    assert "names no file path" in tasks._image(spec, physionet, tmp_path)[2]
+    image, _, error = tasks._image(spec, physionet + "files/login.html.jpg", tmp_path)
+    assert image is None and "that are not an image" in error
+    assert not (tmp_path / "files" / "login.html.jpg").exists()  # not kept, so the next run asks again
 
 
 def test_credentials_never_appear_in_errors_or_logs(registry, tmp_path, physionet, monkeypatch, caplog):
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
     monkeypatch.setenv("PHYSIONET_PASSWORD", "wrong-pw-9911")
     spec, data_dir, relative = _mimic_without_first_image(registry, tmp_path, physionet)
@@ -451,9 +602,63 @@ def test_credentials_never_appear_in_errors_or_logs(registry, tmp_path, physione
     assert "***" in items[-3].error
     text = " ".join(it.error for it in items) + caplog.text
     assert "wrong-pw-9911" not in text
+    assert not any(b"wrong-pw-9911" in f.read_bytes() for f in data_dir.rglob("*") if f.is_file())
     monkeypatch.delenv("PHYSIONET_PASSWORD")
     error = load_task(spec, data_dir)[0].error
-    assert "PHYSIONET_USERNAME and PHYSIONET_PASSWORD" in error and error.startswith("image file missing:")
+    assert error.startswith("image file missing:")
+    assert "PHYSIONET_USERNAME and PHYSIONET_PASSWORD (or PHYSIONET_UNAME and PHYSIONET_PWD)" in error
+
+
+# ---- every task from a save_to_disk copy of its hub layout; several hub configs -----------------------------
+
+
+def _item_view(item):
+    return (item.id, item.question, item.answer, item.choices, item.answer_letter, item.image, item.modality)
+
+
+def test_every_task_loads_from_a_save_to_disk_copy_of_its_hub_layout(registry, tmp_path):
+    import datasets
+
+    hub = _build_module().build(tmp_path / "hub", layout="hf_disk_dict")
+    for spec in registry.values():
+        folder = hub / spec.name
+        saved = datasets.load_from_disk(str(folder))
+        assert list(saved) == [spec.split], spec.name  # a DatasetDict of the task's split, as the hub serves it
+        if spec.image and spec.name not in ("slake_vqa", "mimic_cxr_report_generation"):
+            assert isinstance(saved[spec.split].features[spec.image], datasets.Image), spec.name
+        items = load_task(spec, hub)
+        assert not any(it.error for it in items), spec.name
+        # The same rows as the committed fixture in its own layout give the same items.
+        assert [_item_view(it) for it in items] == [_item_view(it) for it in load_task(spec, FIXTURES)], spec.name
+    features = datasets.load_from_disk(str(hub / "mmmu_medical_val"))["validation"].features
+    assert features["options"].dtype == "string" and isinstance(features["image_7"], datasets.Image)
+    rows = datasets.load_from_disk(str(hub / "mimic_cxr_report_generation"))["test"]
+    assert rows[0]["image"].startswith(PHYSIONET_JPG)
+
+
+def test_a_task_with_several_configs_reads_each_from_the_hub_in_order(registry, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load(hub_id, config, split, revision):
+        calls.append((hub_id, config, split))
+        row = {"question": f"{config}?", "options": "['x', 'y']", "answer": "B", "question_type": "multiple-choice",
+               "image_1": {"bytes": b"", "path": None}}  # fmt: skip
+        return datasets.Dataset.from_list([row])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    items = load_task(registry["mmmu_medical_val"])
+    assert calls == [("MMMU/MMMU", subject, "validation") for subject in MMMU_SUBJECTS]
+    assert [it.question.split("?")[0] for it in items] == list(MMMU_SUBJECTS)
+    assert [it.id for it in items] == [f"mmmu_medical_val_{k}" for k in range(5)]
+
+
+def test_a_partial_per_config_copy_names_the_missing_configs(registry, tmp_path):
+    data_dir = _copy_fixture("mmmu_medical_val", tmp_path)
+    shutil.rmtree(data_dir / "mmmu_medical_val" / "Pharmacy")
+    with pytest.raises(TaskDataError, match=r"folders for configs .* but not \['Pharmacy'\]"):
+        load_task(registry["mmmu_medical_val"], data_dir)
 
 
 def test_a_hub_failure_says_how_to_run_offline(registry, monkeypatch):

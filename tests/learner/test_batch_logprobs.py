@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from medix_ray.learner.batch import PolicyBatch, build_batch
-from medix_ray.learner.logprobs import batch_logprobs, forward_logprobs, token_logprobs_from_logits
+from medix_ray.learner.logprobs import Layout, batch_logprobs, forward_logprobs, token_logprobs_from_logits
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_logprobs_from_logits_by_hand():
 def test_padding_does_not_change_a_rows_logprobs(tiny_lm):
     short = build_batch([[1, 2]], [[3, 4]], [1.0], pad_id=0)
     mixed = build_batch([[1, 2], [5, 6, 7, 8, 9]], [[3, 4], [10, 11, 12]], [1.0, 1.0], pad_id=0)
-    alone = batch_logprobs(tiny_lm, short, micro_batch_size=4)
-    together = batch_logprobs(tiny_lm, mixed, micro_batch_size=4)
+    alone = batch_logprobs(tiny_lm, short, Layout.per_row(4))
+    together = batch_logprobs(tiny_lm, mixed, Layout.per_row(4))
     assert torch.allclose(alone[0], together[0, : alone.shape[1]], atol=1e-5)
     assert together[0, alone.shape[1] :].abs().sum() == 0  # nothing off the loss mask
 
@@ -54,9 +54,9 @@ def test_micro_batching_gives_the_same_logprobs(tiny_lm):
     prompts = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [3, 5, 2, 4, 6]]
     responses = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [4, 1, 6, 2, 3]]
     b = build_batch(prompts, responses, [0.0] * 5, pad_id=0)
-    full = batch_logprobs(tiny_lm, b, micro_batch_size=5)
+    full = batch_logprobs(tiny_lm, b, Layout.per_row(5))
     for size in (1, 2, 3):
-        assert torch.allclose(full, batch_logprobs(tiny_lm, b, micro_batch_size=size), atol=1e-5)
+        assert torch.allclose(full, batch_logprobs(tiny_lm, b, Layout.per_row(size)), atol=1e-5)
 
 
 def test_forward_logprobs_carries_gradients(tiny_lm):
@@ -95,7 +95,7 @@ def test_qwen_vl_rows_keep_their_images_through_slicing(tiny_vl_path, make_png):
     second = batch.select(1, 2)
     assert second.pixel_values.shape[0] == int(rows[1]["image_grid_thw"].prod())
     assert torch.equal(second.pixel_values, rows[1]["pixel_values"])
-    together = batch_logprobs(model, batch, micro_batch_size=2)
-    apart = batch_logprobs(model, batch, micro_batch_size=1)
+    together = batch_logprobs(model, batch, Layout.per_row(2))
+    apart = batch_logprobs(model, batch, Layout.per_row(1))
     assert torch.allclose(together, apart, atol=1e-4)
     assert (together * batch.loss_mask).abs().sum() > 0

@@ -32,6 +32,7 @@ def _rank(rank, world, port, stage, out_dir):
     from test_update import fixed_batch, tiny_lm
 
     from medix_ray.learner.engine import DeepSpeedTrainEngine
+    from medix_ray.learner.logprobs import Layout
     from medix_ray.learner.update import minibatch_update
 
     torch.set_num_threads(1)
@@ -41,16 +42,16 @@ def _rank(rank, world, port, stage, out_dir):
     batch = fixed_batch(model)
     mine = batch.select(rank * 3, rank * 3 + 3)
     engine = DeepSpeedTrainEngine(model, cfg)
-    minibatch_update(engine, mine, AlgorithmConfig(), micro_batch_size=1)
+    minibatch_update(engine, mine, AlgorithmConfig(), layout=Layout.per_row(1))
     with deepspeed.zero.GatheredParameters(list(engine.model.parameters()), enabled=stage == 3):
         if rank == 0:
             torch.save(_flat(engine.model), f"{out_dir}/after_step1.pt")
     engine.save(f"{out_dir}/ckpt", {"step": 1})
-    second = minibatch_update(engine, mine, AlgorithmConfig(), micro_batch_size=1)
+    second = minibatch_update(engine, mine, AlgorithmConfig(), layout=Layout.per_row(1))
     # A fresh engine resumed from the checkpoint must take the same second step.
     resumed = DeepSpeedTrainEngine(tiny_lm(seed=5), cfg)
     state = resumed.load(f"{out_dir}/ckpt")
-    again = minibatch_update(resumed, mine, AlgorithmConfig(), micro_batch_size=1)
+    again = minibatch_update(resumed, mine, AlgorithmConfig(), layout=Layout.per_row(1))
     if rank == 0:
         torch.save({"second": second.loss, "again": again.loss, "state": state}, f"{out_dir}/resume.pt")
     # Exiting with the process group alive can abort at interpreter shutdown ("terminate called without an
@@ -63,10 +64,11 @@ def _rank(rank, world, port, stage, out_dir):
 def test_two_deepspeed_ranks_match_one_plain_process_and_resume_exactly(stage, tmp_path):
     from test_update import fixed_batch, tiny_lm
 
+    from medix_ray.learner.logprobs import Layout
     from medix_ray.learner.update import TorchEngine, minibatch_update
 
     model = tiny_lm()
-    minibatch_update(TorchEngine(model, lr=LR), fixed_batch(model), AlgorithmConfig(), micro_batch_size=3)
+    minibatch_update(TorchEngine(model, lr=LR), fixed_batch(model), AlgorithmConfig(), layout=Layout.per_row(3))
     mp.spawn(_rank, args=(2, _port(), stage, str(tmp_path)), nprocs=2, join=True)
     ds_params = torch.load(tmp_path / "after_step1.pt")
     assert torch.allclose(_flat(model), ds_params, atol=2e-5)

@@ -5,7 +5,7 @@ import torch
 
 from medix_ray.config import AlgorithmConfig, LearnerConfig
 from medix_ray.learner.group import LearnerError, LearnerGroup
-from medix_ray.learner.logprobs import batch_logprobs
+from medix_ray.learner.logprobs import Layout, batch_logprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -44,7 +44,7 @@ def _batch(model_dir, n=8):
     prompts = [torch.randint(1, 64, (int(k),), generator=g).tolist() for k in torch.randint(2, 6, (n,), generator=g)]
     responses = [torch.randint(1, 64, (int(k),), generator=g).tolist() for k in torch.randint(1, 6, (n,), generator=g)]
     batch = build_batch(prompts, responses, [1.0] * n, pad_id=0)
-    reference = batch_logprobs(AutoModelForCausalLM.from_pretrained(model_dir).eval(), batch, 8)
+    reference = batch_logprobs(AutoModelForCausalLM.from_pretrained(model_dir).eval(), batch, Layout.per_row(8))
     return batch, reference
 
 
@@ -85,7 +85,7 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
 
     out = export_checkpoint(group.latest_checkpoint(), tmp_path / "hf", dtype=torch.float32)
     exported = AutoModelForCausalLM.from_pretrained(out).eval()
-    assert torch.allclose(batch_logprobs(exported, batch, 8), new, atol=1e-4)
+    assert torch.allclose(batch_logprobs(exported, batch, Layout.per_row(8)), new, atol=1e-4)
     pytest.exported_dir = str(out)  # reused by the vLLM test below
 
 

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from medix_ray.config import AlgorithmConfig
 from medix_ray.learner.batch import build_batch
-from medix_ray.learner.logprobs import batch_logprobs
+from medix_ray.learner.logprobs import Layout, batch_logprobs
 from medix_ray.learner.update import TorchEngine, minibatch_update
 
 
@@ -35,7 +35,7 @@ def fixed_batch(model, advantages=(1.0, -0.5, 0.8, -1.2, 0.3, 0.6)):
     prompts = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [3, 5, 2, 4, 6, 3]]
     responses = [torch.randint(1, 64, (int(n),), generator=g).tolist() for n in [4, 1, 6, 2, 3, 5]]
     batch = build_batch(prompts, responses, list(advantages), pad_id=0)
-    batch.old_logp = batch_logprobs(model.eval(), batch, micro_batch_size=6)
+    batch.old_logp = batch_logprobs(model.eval(), batch, Layout.per_row(6))
     model.train()
     return batch
 
@@ -45,8 +45,8 @@ def test_positive_advantages_raise_the_responses_logprobs():
     batch = fixed_batch(model, advantages=[1.0] * 6)
     before = (batch.old_logp * batch.loss_mask).sum()
     engine = TorchEngine(model, lr=1e-2)
-    stats = minibatch_update(engine, batch, AlgorithmConfig(), micro_batch_size=2)
-    after = (batch_logprobs(model.eval(), batch, 6) * batch.loss_mask).sum()
+    stats = minibatch_update(engine, batch, AlgorithmConfig(), layout=Layout.per_row(2))
+    after = (batch_logprobs(model.eval(), batch, Layout.per_row(6)) * batch.loss_mask).sum()
     assert after > before
     assert stats.tokens == batch.response_tokens and stats.loss < 0 and stats.grad_norm > 0
     assert stats.ratio_mean == pytest.approx(1.0, abs=1e-5)  # first pass: the policy is still the old one
@@ -64,7 +64,11 @@ def test_micro_batch_size_does_not_change_the_gradient(mode):
     for micro in (1, 2, 6):
         model = tiny_lm()
         minibatch_update(
-            TorchEngine(model, step_optimizer=False), fixed_batch(model), algo, micro_batch_size=micro, norm_length=8
+            TorchEngine(model, step_optimizer=False),
+            fixed_batch(model),
+            algo,
+            layout=Layout.per_row(micro),
+            norm_length=8,
         )
         grads.append(_grads(model))
     assert grads[0].abs().sum() > 0
@@ -74,7 +78,7 @@ def test_micro_batch_size_does_not_change_the_gradient(mode):
 
 def test_one_step_moves_the_parameters():
     model = tiny_lm()
-    minibatch_update(TorchEngine(model, lr=1e-3), fixed_batch(model), AlgorithmConfig(), micro_batch_size=2)
+    minibatch_update(TorchEngine(model, lr=1e-3), fixed_batch(model), AlgorithmConfig(), layout=Layout.per_row(2))
     moved = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert not torch.allclose(moved, torch.cat([p.detach().flatten() for p in tiny_lm().parameters()]))
 
@@ -93,7 +97,7 @@ def _dp_worker(rank, world, port, out_path):
             super().__init__(model, step_optimizer=False)
             self.module = ddp
 
-    minibatch_update(DDPEngine(), half, AlgorithmConfig(), micro_batch_size=1)
+    minibatch_update(DDPEngine(), half, AlgorithmConfig(), layout=Layout.per_row(1))
     if rank == 0:
         torch.save(_grads(model), out_path)  # DDP has averaged the two ranks' gradients
     dist.destroy_process_group()
@@ -103,7 +107,7 @@ def _dp_worker(rank, world, port, out_path):
 def test_two_data_parallel_workers_give_the_single_process_gradient(tmp_path):
     model = tiny_lm()
     batch = fixed_batch(model)
-    minibatch_update(TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), micro_batch_size=3)
+    minibatch_update(TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), layout=Layout.per_row(3))
     single = _grads(model)
     import socket
 
@@ -118,10 +122,10 @@ def test_update_requires_old_logprobs():
     model = tiny_lm()
     batch = build_batch([[1]], [[2, 3]], [1.0], pad_id=0)
     with pytest.raises(ValueError, match="no old_logp"):
-        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(), micro_batch_size=1)
+        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(), layout=Layout.per_row(1))
     batch.old_logp = torch.zeros_like(batch.loss_mask)
     with pytest.raises(ValueError, match="kl_coef"):
-        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(kl_coef=0.1), micro_batch_size=1)
+        minibatch_update(TorchEngine(model), batch, AlgorithmConfig(kl_coef=0.1), layout=Layout.per_row(1))
 
 
 def test_on_policy_update_uses_the_current_logprobs_as_old():
@@ -133,7 +137,11 @@ def test_on_policy_update_uses_the_current_logprobs_as_old():
         if on_policy:
             batch.old_logp = None
         minibatch_update(
-            TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), micro_batch_size=2, on_policy=on_policy
+            TorchEngine(model, step_optimizer=False),
+            batch,
+            AlgorithmConfig(),
+            layout=Layout.per_row(2),
+            on_policy=on_policy,
         )
         grads.append(_grads(model))
     assert grads[0].abs().sum() > 0
@@ -144,9 +152,9 @@ def test_kl_term_pulls_the_policy_toward_the_reference():
     model = tiny_lm()
     batch = fixed_batch(model, advantages=[0.0] * 6)  # no policy-gradient signal: only the KL acts
     batch.ref_logp = batch.old_logp - 0.5  # a reference that gives these tokens less probability
-    stats = minibatch_update(TorchEngine(model, lr=1e-2), batch, AlgorithmConfig(kl_coef=1.0), micro_batch_size=3)
+    stats = minibatch_update(TorchEngine(model, lr=1e-2), batch, AlgorithmConfig(kl_coef=1.0), layout=Layout.per_row(3))
     assert stats.kl > 0
-    after = batch_logprobs(model.eval(), batch, 6)
+    after = batch_logprobs(model.eval(), batch, Layout.per_row(6))
     assert (after * batch.loss_mask).sum() < (batch.old_logp * batch.loss_mask).sum()
 
 

@@ -37,7 +37,8 @@ def test_prompts_carry_their_inputs():
     paper = judge_prompt("paper", "heart attack", "Myocardial infarction", "What happened?")
     assert "heart attack" in paper and "Myocardial infarction" in paper and "What happened?" not in paper
     medix = judge_prompt("medix", "heart attack", "Myocardial infarction", "  What happened?  ")
-    assert "Question: What happened?\n" in medix and "not instructions" in medix
+    assert "Question: What happened?\n" in medix and "never instructions" in medix
+    assert 'Candidate answer: "heart attack"\n' in medix  # delimited as a JSON string
     with pytest.raises(ValueError, match="unknown reward preset"):
         judge_prompt("lenient", "a", "b")
 
@@ -151,3 +152,86 @@ def test_constrained_requests_ask_vllm_for_a_yes_no_choice(stub):
     assert handler.requests[0]["structured_outputs"] == {"choice": ["YES", "NO"]}
     run_sync(_judge(url).verdicts(["q"]))
     assert "structured_outputs" not in handler.requests[1]
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_a_permanent_4xx_is_not_retried(stub, status):
+    """A prompt too long for the judge (400), a bad key, a wrong model: asking again cannot help."""
+    handler, url = stub
+    handler.default = status
+    (v,) = run_sync(_judge(url, max_retries=3).verdicts(["p"]))
+    assert len(handler.requests) == 1
+    assert v.status == "judge_error" and v.score is None and v.attempts == 1
+    assert "not retried" in v.error and str(status) in v.error
+
+
+@pytest.mark.parametrize("status", [429, 408, 502])
+def test_rate_limits_timeouts_and_5xx_are_retried(stub, status):
+    handler, url = stub
+    handler.script = [status, status, "YES"]
+    (v,) = run_sync(_judge(url, max_retries=3).verdicts(["p"]))
+    assert v.score == 1.0 and v.attempts == 3 and len(handler.requests) == 3
+
+
+def test_the_deadline_bounds_all_attempts_of_a_prompt(stub):
+    """Each attempt times out after 1 s and would be retried 5 times; the 1.5 s deadline stops it after 2."""
+    import time
+
+    handler, _ = stub
+
+    class Slow(handler):
+        # its own request log and script: a handler still sleeping after this test must not touch the
+        # shared stub's (the next test's) state
+        script: list = []
+        requests: list = []
+
+        def do_POST(self):  # noqa: N802
+            time.sleep(3)
+            super().do_POST()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = _judge(f"http://127.0.0.1:{server.server_port}/v1", timeout_s=1, max_retries=5, deadline_s=1.5)
+        (v,) = run_sync(judge.verdicts(["p"]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert v.status == "judge_error" and v.score is None
+    assert "deadline of 1.5 s passed" in v.error and v.attempts == 2
+
+
+def test_deadline_must_be_positive():
+    with pytest.raises(ValueError, match="deadline_s must be > 0"):
+        OpenAIJudge("http://127.0.0.1:9/v1", "m", deadline_s=0)
+
+
+def test_verdict_cache_is_bounded_by_bytes():
+    cache = VerdictCache(max_bytes=50_000)
+    for k in range(5000):
+        cache.put(VerdictCache.key("m", f"prompt {k}"), 1.0)
+    assert cache.bytes <= 50_000 and 0 < len(cache) < 5000
+    assert cache.get(VerdictCache.key("m", "prompt 4999")) == 1.0  # the newest survive
+    assert cache.get(VerdictCache.key("m", "prompt 0")) is None
+
+
+def test_from_config_reads_the_deadline_and_the_cache_budget():
+    from medix_ray.config import load_config
+
+    cfg = load_config(None, ["reward.judge.deadline_s=7.5", "reward.judge.cache_mb=0.5"])
+    judge = OpenAIJudge.from_config(cfg.reward.judge, "medix", base_url="http://127.0.0.1:9/v1")
+    assert judge.deadline_s == 7.5 and judge.cache.max_bytes == 2**19
+
+
+def test_credentials_in_the_url_are_never_logged_or_raised(caplog):
+    url = "http://alice:sk-live-123@127.0.0.1:9/v1?api_key=sk-live-456"
+    judge = _judge(url, max_retries=0, timeout_s=2)
+    with caplog.at_level("WARNING"):
+        (v,) = run_sync(judge.verdicts(["p"]))
+    assert v.status == "judge_error"
+    with pytest.raises(JudgeUnavailableError) as info:
+        run_sync(judge.check())
+    text = caplog.text + str(info.value) + v.error
+    assert "127.0.0.1:9" in caplog.text and "127.0.0.1:9" in str(info.value)
+    assert "sk-live" not in text and "alice" not in text

@@ -1,7 +1,17 @@
 import pytest
 import torch
 
-from medix_ray.sync.buckets import ParamSpec, bucket_nbytes, checksum, pack, plan_buckets, specs_of, unpack
+from medix_ray.sync.buckets import (
+    DIGEST_MODULUS,
+    ParamSpec,
+    bucket_digest,
+    bucket_nbytes,
+    pack,
+    plan_buckets,
+    push_digest,
+    specs_of,
+    unpack,
+)
 
 
 def _named():
@@ -47,10 +57,55 @@ def test_unknown_dtype_is_named():
         _ = ParamSpec("w", "float99", (1,)).nbytes
 
 
-def test_checksum_sees_a_single_flipped_bit():
-    flat = pack([ParamSpec("w", "float32", (16,))], [torch.arange(16.0)])
-    before = checksum([flat])
-    flat[5] ^= 1
-    assert checksum([flat]) != before
-    flat[5] ^= 1
-    assert checksum([flat]) == before
+def _reference_digest(data: bytes) -> list[int]:
+    """The digest's definition, word by word in plain Python (little-endian int32 words, the 1-3 tail
+    bytes as one more word): [sum w_i, sum (i + 1) w_i], both mod 2^31 - 1."""
+    words = [int.from_bytes(data[i : i + 4], "little", signed=True) for i in range(0, len(data) - len(data) % 4, 4)]
+    if len(data) % 4:
+        words.append(int.from_bytes(data[len(data) - len(data) % 4 :], "little"))
+    m = DIGEST_MODULUS
+    return [sum(words) % m, sum((i + 1) * w for i, w in enumerate(words)) % m]
+
+
+@pytest.mark.parametrize("nbytes", [0, 3, 8, 4096 * 4, 4096 * 4 * 3 + 4 * 17 + 2, 4096 * 4 * 300 + 1])
+def test_bucket_digest_follows_its_definition(nbytes):
+    # Lengths cover: empty, tail bytes only, one partial row, one full row, full rows + a partial row + a
+    # tail, and more rows than one reduction step holds.
+    g = torch.Generator().manual_seed(nbytes)
+    flat = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=g)
+    assert bucket_digest(flat).tolist() == _reference_digest(bytes(flat.tolist()))
+
+
+def test_bucket_digest_sees_every_single_bit_flip_and_a_swap_of_words():
+    flat = pack([ParamSpec("w", "float32", (16,))], [torch.arange(16.0)])  # 64 bytes
+    before = bucket_digest(flat)
+    seen = set()
+    for byte in range(flat.numel()):
+        for bit in range(8):
+            flat[byte] ^= 1 << bit
+            seen.add(tuple(bucket_digest(flat).tolist()))
+            flat[byte] ^= 1 << bit
+    assert len(seen) == 64 * 8 and tuple(before.tolist()) not in seen
+    assert torch.equal(bucket_digest(flat), before)
+    words = flat.view(torch.int32).clone()
+    words[[2, 9]] = words[[9, 2]]  # the same words in another order: the plain sum agrees, the weighted one not
+    swapped = bucket_digest(words.view(torch.uint8))
+    assert swapped[0] == before[0] and swapped[1] != before[1]
+
+
+def test_bucket_digest_of_an_unaligned_view_equals_that_of_a_copy():
+    flat = torch.randint(0, 256, (1027,), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    view = flat[1:]
+    assert view.storage_offset() % 4
+    assert torch.equal(bucket_digest(view), bucket_digest(view.clone()))
+
+
+def test_bucket_digest_rejects_a_buffer_that_is_not_flat_bytes():
+    with pytest.raises(ValueError, match="1-D uint8 buffer; got torch.float32"):
+        bucket_digest(torch.zeros(4))
+
+
+def test_push_digest_depends_on_every_bucket_and_their_order():
+    a, b = bucket_digest(torch.arange(8, dtype=torch.uint8)), bucket_digest(torch.arange(1, 9, dtype=torch.uint8))
+    assert push_digest([a, b]) == push_digest([a.clone(), b.clone()])
+    assert len({push_digest([a, b]), push_digest([b, a]), push_digest([a]), push_digest([])}) == 4

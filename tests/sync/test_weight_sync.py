@@ -62,7 +62,6 @@ def _gap(learner, rollouts):
 
 def test_push_verifies_checksums_and_bumps_versions(stack):
     from medix_ray.data.schema import Sample
-    from medix_ray.learner.batch import build_batch
     from medix_ray.sync.coordinator import WeightSync
 
     cfg, fleet, learner = stack
@@ -72,22 +71,21 @@ def test_push_verifies_checksums_and_bumps_versions(stack):
         for i, p in enumerate(["What is insulin?", "Name a beta blocker."])
     ]
     before = _greedy(fleet, samples, 0)
-    base_gap = _gap(learner, before)  # the same weights, vLLM in bf16 and the learner in fp32
+    base_gap = _gap(learner, before)  # the same weights, vLLM in its dtype (bf16 or fp32) and the learner in fp32
     assert base_gap < 0.1
 
     first = sync.push(1)
     assert first.reformed and first.verified and first.replicas == 2
-    assert first.bytes == 134_515_008 * 2  # every SmolLM2 parameter once, in bf16
+    # Every SmolLM2 parameter once, in the engines' dtype (models.engine_dtype: bf16, or fp32 on a CPU without it).
+    (dtype,) = {r["dtype"] for r in fleet.replicas()}
+    assert first.bytes == 134_515_008 * torch.empty((), dtype=getattr(torch, dtype)).element_size()
     prints = {p["fingerprint"] for p in fleet.broadcast("fingerprint")}
     assert len(prints) == 1
     # The learner holds the base weights, so version 1 answers exactly as the base model did.
     assert [r.responses[0].token_ids for r in _greedy(fleet, samples, 1)] == [r.responses[0].token_ids for r in before]
 
     # One large-lr update on the learner, then a second push: the replicas follow it.
-    ids = [[1, 2, 3, 4, 5, 6]] * 2
-    batch = build_batch(ids, [[7, 8, 9, 10]] * 2, torch.tensor([1.0, 1.0]), pad_id=0)
-    batch.old_logp = learner.compute_logprobs(batch)
-    learner.update(batch)
+    _train_once(learner)
     stale_gap = _gap(learner, before)  # the updated learner against the old engine
     assert stale_gap > 3 * base_gap
     second = sync.push(2)
@@ -95,13 +93,106 @@ def test_push_verifies_checksums_and_bumps_versions(stack):
     assert {p["fingerprint"] for p in fleet.broadcast("fingerprint")} != prints
     after = _greedy(fleet, samples, 2)
     assert all(r.version == 2 for r in after)
-    # The engines now compute the learner's log-probs again (to bf16 precision).
+    # The engines now compute the learner's log-probs again (to the engine dtype's precision).
     assert _gap(learner, after) < 0.1 and _gap(learner, after) < stale_gap / 3
     # A replica that missed an update refuses to answer for a newer version.
     from medix_ray.rollout.fleet import RolloutError
 
     with pytest.raises(RolloutError, match="stale weights"):
         fleet.generate(samples[:1], {"n": 1, "max_tokens": 4}, min_version=3)
+
+
+def _ask_each_replica(fleet, sample):
+    """Sends one request to every replica; returns {replica: reply or the exception it raised}."""
+    ids = [r["replica"] for r in fleet.replicas()]
+    out = fleet.handle.broadcast("generate", sample, {"n": 1, "temperature": 0.0, "max_tokens": 4}, 0)
+    results = {}
+    for r in out.results(return_exceptions=True):
+        if isinstance(r, BaseException):
+            results[next(rid for rid in ids if f"replica {rid}" in str(r))] = r
+        else:
+            results[r["replica"]] = r
+    assert sorted(results) == sorted(ids)
+    return results
+
+
+def _buckets(fleet) -> int:
+    """SmolLM2's buckets of at most 32 MiB in the engines' dtype (medix_ray/sync/buckets.py:plan_buckets)."""
+    (dtype,) = {r["dtype"] for r in fleet.replicas()}
+    return {"bfloat16": 8, "float32": 15}[dtype]
+
+
+def _train_once(learner):
+    from medix_ray.learner.batch import build_batch
+
+    batch = build_batch([[1, 2, 3, 4, 5, 6]] * 2, [[7, 8, 9, 10]] * 2, torch.tensor([1.0, 1.0]), pad_id=0)
+    batch.old_logp = learner.compute_logprobs(batch)
+    learner.update(batch)
+
+
+def test_a_flipped_bit_in_one_bucket_is_caught_before_the_replica_serves_it(stack):
+    from medix_ray.data.schema import Sample
+    from medix_ray.sync.coordinator import WeightSync
+    from medix_ray.sync.receiver import SyncFault
+
+    cfg, fleet, learner = stack
+    sync = WeightSync(learner, fleet, cfg.sync)
+    sync.push(10)
+    victim, other = sorted(r["replica"] for r in fleet.replicas())
+    _train_once(learner)
+    bad = sync.push(11, fault=SyncFault(replica=victim, flip_bit_in_bucket=1))
+    # The victim checked bucket 1 against the learner's digest before loading it, and rejected the push.
+    assert set(bad.rejected) == {victim} and bad.replicas == 1 and not bad.verified
+    (reply,) = [r for r in bad.per_replica if r.replica == victim]
+    (worker,) = reply.workers
+    n = worker.buckets
+    assert n == _buckets(fleet)  # SmolLM2's 269 MB (bf16) or 538 MB (fp32) in 32 MiB buckets
+    assert f"bucket 1 of {n} (" in bad.rejected[victim] and "arrived with digest" in bad.rejected[victim]
+    assert (worker.received, worker.verified, worker.loaded) == (n, 1, 1)  # drained, never loaded bucket 1
+    roster = {r["replica"]: r for r in fleet.replicas()}
+    assert roster[victim]["version"] == 10 and roster[victim]["refusing"]
+    assert roster[other]["version"] == 11 and not roster[other]["refusing"]
+    assert roster[victim]["healthy"]  # Serve keeps it: the next push heals it
+    answers = _ask_each_replica(fleet, Sample(id="q", problem="What is insulin?", solution="<OTHER> x"))
+    assert "stale weights: replica" in str(answers[victim]) and f"bucket 1 of {n}" in str(answers[victim])
+    assert answers[other]["version"] == 11
+    # The next push is accepted by both; the victim serves again, with the learner's weights.
+    good = sync.push(12)
+    assert good.verified and good.replicas == 2 and good.reformed  # a rejected push forms the group again
+    assert {r["version"] for r in fleet.replicas()} == {12}
+    assert len({p["fingerprint"] for p in fleet.broadcast("fingerprint")}) == 1
+
+
+def test_a_failure_mid_load_leaves_the_replica_refusing_until_the_next_push_heals_it(stack):
+    from medix_ray.data.schema import Sample
+    from medix_ray.sync.coordinator import WeightSync
+    from medix_ray.sync.receiver import SyncFault
+
+    cfg, fleet, learner = stack
+    sync = WeightSync(learner, fleet, cfg.sync)
+    sync.push(20)
+    victim, other = sorted(r["replica"] for r in fleet.replicas())
+    before = {p["replica"]: p["fingerprint"] for p in fleet.broadcast("fingerprint")}
+    _train_once(learner)
+    bad = sync.push(21, fault=SyncFault(replica=victim, fail_after_buckets=4))
+    assert set(bad.rejected) == {victim}
+    assert f"injected failure after loading 4 of {_buckets(fleet)} buckets" in bad.rejected[victim]
+    after = {p["replica"]: p["fingerprint"] for p in fleet.broadcast("fingerprint")}
+    # Buckets 0-3 reached the model and 4-7 did not: the victim's weights are neither the old nor the new
+    # ones, which is why it refuses to serve them.
+    assert after[victim] not in (before[victim], after[other])
+    roster = {r["replica"]: r for r in fleet.replicas()}
+    assert roster[victim]["version"] == 20 and "mixed weights" in roster[victim]["refusing"]
+    sample = Sample(id="q", problem="Name a beta blocker.", solution="<OTHER> x")
+    assert "stale weights: replica" in str(_ask_each_replica(fleet, sample)[victim])
+    healed = sync.push(22)
+    assert healed.verified and healed.replicas == 2
+    assert {r["version"] for r in fleet.replicas()} == {22}
+    answers = _ask_each_replica(fleet, sample)
+    assert {a["version"] for a in answers.values()} == {22}  # both replicas answer again
+    # ... from the learner's weights: vLLM computes the learner's log-probs again (to its dtype's precision).
+    samples = [sample, Sample(id="q2", problem="What is insulin?", solution="<OTHER> x")]
+    assert _gap(learner, _greedy(fleet, samples, 22)) < 0.1
 
 
 def test_a_restarted_replica_rejoins_and_gets_the_current_weights(stack):

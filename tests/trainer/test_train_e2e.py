@@ -37,6 +37,14 @@ def _rows(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
+def _timeline(path):
+    """Returns the run's spans; the run drew them into timeline.png."""
+    from medix_ray.trainer.timeline import read_spans
+
+    assert (path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    return read_spans(path / "timeline.jsonl")
+
+
 def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_path):
     """tiny_cpu.yaml: steps sync with verified checksums; a killed rollout replica is replaced and
     re-synced; a killed learner worker is restarted from the last checkpoint with the data cursor."""
@@ -54,6 +62,8 @@ def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_p
         assert summary["policy_version"] == 2 and summary["peak_memory_gib"] > 1
         assert all(r["reward/mean"] is not None and r["time/update_s"] > 0 for r in rows)
         assert (tmp_path / "reward.png").is_file() and list((tmp_path / "tensorboard").iterdir())
+        served = {"rollout/" + r["replica"] for r in trainer.fleet.replicas()}  # one lane per replica
+        assert {s.lane for s in _timeline(tmp_path)} == served | {"reward", "learner", "sync"}
         cursor_after_2 = trainer.stream.state()
 
         # Fault 1: kill the rollout replica. Serve replaces it; its first request is refused as stale
@@ -98,14 +108,26 @@ def _kill_one_train_worker():
 
 def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_path):
     """tiny_vlm_cpu.yaml: images go to the rollout replica and into the learner batch; with two
-    mini-batches the old log-probs come from the learner; every sync is verified; validation runs."""
-    extra = ["trainer.steps=2", "trainer.val_interval=2", "trainer.val_samples=2"]
+    mini-batches the old log-probs come from the learner; every sync is verified; validation runs
+    before training and at its interval; only the newest `keep_checkpoints` checkpoints remain."""
+    extra = [
+        "trainer.steps=2",
+        "trainer.val_interval=2",
+        "trainer.val_samples=2",
+        "trainer.val_before_train=true",
+        "trainer.checkpoint_interval=1",
+        "trainer.keep_checkpoints=1",
+    ]
     trainer = _trainer(tmp_path, "configs/tiny_vlm_cpu.yaml", extra, judge_url)
     try:
         summary = trainer.run(progress=False)
     finally:
         trainer.shutdown()
-    rows = _rows(tmp_path)
+    before, *rows = _rows(tmp_path)
+    assert before["step"] == 0 and before["val/reward_mean"] is not None and "reward/mean" not in before
+    assert [r["step"] for r in rows] == [1, 2]
+    kept = sorted(p.name for p in (tmp_path / "checkpoints" / "learner").glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == 1, kept  # steps 1 and 2 were saved; the older one was deleted
     assert summary["policy_version"] == 2
     assert [r["policy/version"] for r in rows] == [1.0, 2.0]
     assert all(r["sync/verified"] == 1.0 for r in rows)
@@ -113,3 +135,7 @@ def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_pa
     assert "val/reward_mean" not in rows[0] and rows[1]["val/unscored"] == 0.0
     assert rows[1]["val/reward_mean"] is not None and rows[1]["time/val_s"] > 0
     assert (tmp_path / "summary.json").is_file()
+    assert {f"{s.role}/{s.name}" for s in _timeline(tmp_path)} == {
+        *("rollout/generate", "rollout/validate", "reward/score", "reward/validate"),
+        *("learner/logprobs", "learner/update", "learner/save", "sync/push"),
+    }
