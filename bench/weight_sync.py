@@ -28,6 +28,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def put_per_tensor(worker, request: dict) -> list | None:
+    """Runs on every learner rank (LearnerGroup.foreach_worker): rank 0 puts each full parameter in the
+    object store as its own Ray object; returns [(name, ref)] on rank 0 (the gathers are collectives)."""
+    import ray
+    import torch
+
+    from medix_ray.learner.worker import param_stream
+
+    dtype = getattr(torch, request["dtype"])
+    refs = [(n, ray.put(t.to(dtype))) for n, t in param_stream(worker.engine, request["names"])]
+    return refs if worker.rank == 0 else None
+
+
+async def load_from_object_store(replica, refs: list, version: int) -> dict:
+    """Runs on every rollout replica (its `apply`): fetches the tensors one by one and hands each to the
+    vLLM worker as safetensors bytes (vLLM's RPC cannot carry tensors) inside a layerwise reload, with the
+    replica paused as for a collective push."""
+    import ray
+    from safetensors.torch import save
+
+    start = time.monotonic()
+    async with replica.paused():
+        await replica.engine.collective_rpc("medix_begin_reload")
+        for name, ref in refs:
+            tensor = await ref if isinstance(ref, ray.ObjectRef) else ref
+            await replica.engine.collective_rpc("medix_load_safetensors", args=(save({name: tensor}),))
+        await replica.engine.collective_rpc("medix_end_reload")
+        await replica.engine.reset_prefix_cache()
+        replica.version = version
+    return {"replica": replica.replica_id, "version": version, "seconds": time.monotonic() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -67,8 +99,8 @@ def main() -> None:
 
     def baseline(version: int) -> float:
         t0 = time.monotonic()
-        refs = learner._command("objstore_push", [{"names": names, "dtype": "bfloat16"}] * learner.world)[0][0]
-        fleet.broadcast("load_from_object_store", refs, version)
+        (refs, *_) = learner.foreach_worker(put_per_tensor, [{"names": names, "dtype": "bfloat16"}] * learner.world)
+        fleet.broadcast("apply", load_from_object_store, refs, version)
         return time.monotonic() - t0
 
     def collective(version: int) -> float:

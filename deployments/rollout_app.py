@@ -23,6 +23,7 @@ check, and Serve replaces the replica).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -160,6 +161,18 @@ class RolloutDeployment:
     async def resume(self) -> None:
         self._open.set()
 
+    @contextlib.asynccontextmanager
+    async def paused(self):
+        """One weight load at a time, with the gate closed: requests in flight finish first, on the old
+        weights and tagged with the old version; requests that arrive meanwhile wait (none is dropped or
+        aborted); the gate opens again whatever happened."""
+        async with self._lock:
+            await self.pause()
+            try:
+                yield
+            finally:
+                await self.resume()
+
     # -- weight sync ---------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:
         return {
@@ -200,34 +213,30 @@ class RolloutDeployment:
         fault = update_info.get("fault")  # test-only (SyncFault): applied by the replica it names
         if fault and fault.get("replica") not in ("", self.replica_id):
             update_info = {k: v for k, v in update_info.items() if k != "fault"}
-        async with self._lock:
-            start = time.monotonic()
-            await self.pause()
+        start = time.monotonic()
+        async with self.paused():
             try:
-                try:
-                    workers = await self._receive_push(WeightTransferUpdateRequest(update_info=update_info), version)
-                    failed = [w.error or "the push did not complete" for w in workers if not w.ok]
-                    error = f"weight push to version {version} was rejected: {failed[0]}" if failed else ""
-                except Exception as exc:  # noqa: BLE001 - any failure of the protocol rejects the push
-                    workers, error = [], f"weight push to version {version} failed: {type(exc).__name__}: {exc}"
-                except BaseException:  # cancelled mid-load: the weights may be mixed, so refuse until healed
-                    self.refusing = f"weight push to version {version} was cancelled; it keeps version {self.version}"
-                    raise
-                if error:
-                    self.refusing = f"{error}; it keeps version {self.version} and may hold mixed weights"
-                    logger.error("rollout replica %s: %s", self.replica_id, self.refusing)
-                else:
-                    self.version, self.refusing = version, ""
-            finally:  # the gate opens whatever happened: requests are refused, not stuck, while refusing
-                await self.resume()
-            return PushReply(
-                self.replica_id,
-                ok=not error,
-                version=self.version,
-                seconds=time.monotonic() - start,
-                error=error,
-                workers=workers,
-            )
+                workers = await self._receive_push(WeightTransferUpdateRequest(update_info=update_info), version)
+                failed = [w.error or "the push did not complete" for w in workers if not w.ok]
+                error = f"weight push to version {version} was rejected: {failed[0]}" if failed else ""
+            except Exception as exc:  # noqa: BLE001 - any failure of the protocol rejects the push
+                workers, error = [], f"weight push to version {version} failed: {type(exc).__name__}: {exc}"
+            except BaseException:  # cancelled mid-load: the weights may be mixed, so refuse until healed
+                self.refusing = f"weight push to version {version} was cancelled; it keeps version {self.version}"
+                raise
+            if error:
+                self.refusing = f"{error}; it keeps version {self.version} and may hold mixed weights"
+                logger.error("rollout replica %s: %s", self.replica_id, self.refusing)
+            else:
+                self.version, self.refusing = version, ""
+        return PushReply(
+            self.replica_id,
+            ok=not error,
+            version=self.version,
+            seconds=time.monotonic() - start,
+            error=error,
+            workers=workers,
+        )
 
     async def _receive_push(self, request: Any, version: int) -> list[ReceiveReport]:
         """Runs one session of vLLM's protocol; returns every worker's receive report for `version`."""
@@ -241,26 +250,10 @@ class RolloutDeployment:
             raise RuntimeError(f"vLLM workers {missing} report no receive for version {version}")
         return [ReceiveReport(**r) for r in reports]
 
-    async def load_from_object_store(self, refs: list[Any], version: int) -> dict[str, Any]:
-        """The baseline weight path of bench/weight_sync.py (the peers' pattern): one Ray object per
-        tensor, fetched here and handed to the vLLM worker as safetensors bytes, tensor by tensor."""
-        import ray
-        from safetensors.torch import save
-
-        async with self._lock:
-            start = time.monotonic()
-            await self.pause()
-            try:
-                await self.engine.collective_rpc("medix_begin_reload")
-                for name, ref in refs:
-                    tensor = await ref if isinstance(ref, ray.ObjectRef) else ref
-                    await self.engine.collective_rpc("medix_load_safetensors", args=(save({name: tensor}),))
-                await self.engine.collective_rpc("medix_end_reload")
-                await self.engine.reset_prefix_cache()
-                self.version = version
-            finally:
-                await self.resume()
-            return {"replica": self.replica_id, "version": version, "seconds": time.monotonic() - start}
+    async def apply(self, fn: Any, *args: Any) -> Any:
+        """Returns `await fn(self, *args)`: runs a function on this replica (Serve handles only, not HTTP).
+        The extension point of benchmarks and tools (bench/weight_sync.py's object-store baseline)."""
+        return await fn(self, *args)
 
     async def fingerprint(self) -> dict[str, Any]:
         """Returns a digest of the engine's parameters as it holds them (identical across in-sync replicas)."""

@@ -74,7 +74,7 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
 
     import numpy as np
 
-    from medix_ray.learner.group import _restore_rng, _save_rng
+    from medix_ray.learner.worker import _restore_rng, _save_rng
 
     random.seed(3)
     np.random.seed(4)

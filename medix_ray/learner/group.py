@@ -1,8 +1,9 @@
 """The learner group: Ray Train TorchTrainer workers running DeepSpeed, driven by the controller.
 
 Ray Train runs a training *function* on each worker; the controller needs *methods* (log-probs,
-update, save, gather weights). A small command board actor bridges the two: the controller
-posts a command with one payload per rank, every rank runs it (so collectives such as
+update, save, gather weights). Each worker therefore builds a `LearnerWorker` (worker.py) whose
+public methods are the learner's API, and a small call board actor carries the calls: the
+controller posts one call with one payload per rank, every rank runs it (so collectives such as
 `ray.train.report` and ZeRO gathers stay in step), and the controller collects the replies.
 
     group = LearnerGroup("smollm2-135m-instruct", cfg.learner, cfg.algorithm, storage_path="/tmp/runs", name="run1")
@@ -11,6 +12,9 @@ posts a command with one payload per rank, every rank runs it (so collectives su
     stats = group.update(batch)          # cfg.learner.mini_batches_per_step optimizer steps
     group.save_checkpoint(step=1)
     weights = group.state_dict()         # full parameters from rank 0, for weight sync
+    group.call("sync.open", [request] * group.world)     # any name of LearnerWorker.API
+    pending = group.submit("sync.push", payloads)        # overlaps another party's work; pending.result()
+    group.foreach_worker(lambda worker, payload: ...)    # a function run on every rank (benchmarks, tools)
     group.shutdown()
 
 Rows are split across ranks per mini-batch, so each mini-batch's optimizer step sees all of its
@@ -21,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +45,22 @@ def _board_class():
     import ray
 
     @ray.remote(num_cpus=0)
-    class CommandBoard:
-        """Holds the current command and the ranks' replies (an async actor: waits do not block)."""
+    class CallBoard:
+        """Holds the current call and the ranks' replies (an async actor: waits do not block). A call is a
+        method name of LearnerWorker.API, a function of (worker, payload), or None (stop)."""
 
         def __init__(self, world: int):
             self.world = world
-            self.command: tuple[int, str, list[Any]] | None = None
+            self.command: tuple[int, Any, list[Any]] | None = None
             self.replies: dict[int, dict[int, Any]] = {}
             self.changed = asyncio.Event()
 
-        async def post(self, cmd_id: int, name: str, payloads: list[Any]) -> None:
+        async def post(self, cmd_id: int, name: Any, payloads: list[Any]) -> None:
             self.command = (cmd_id, name, payloads)
             self.replies[cmd_id] = {}
             self.changed.set()
 
-        async def fetch(self, rank: int, after: int) -> tuple[int, str, Any]:
+        async def fetch(self, rank: int, after: int) -> tuple[int, Any, Any]:
             while self.command is None or self.command[0] <= after:
                 self.changed.clear()
                 await self.changed.wait()
@@ -80,243 +85,23 @@ def _board_class():
             replies = self.replies.pop(cmd_id)
             return [replies[r] for r in range(self.world)]
 
-    return CommandBoard
+    return CallBoard
 
 
 class LearnerError(RuntimeError):
-    """A learner rank failed or did not answer; the message says which command and why."""
+    """A learner rank failed or did not answer; the message says which call and why."""
 
 
-def _load_model(model_path: str, model_cfg: ModelConfig, on_gpu: bool, attention: str = "sdpa"):
-    """Returns the policy in `model.dtype` (auto: bf16 on GPU, fp32 on CPU), with `model.trust_remote_code`,
-    using `learner.attention` (engine.load_with_attention: flex_attention falls back to sdpa)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+@dataclass
+class PendingCall:
+    """A call posted to every rank; `result()` waits for all replies (raises LearnerError on a failure)."""
 
-    from medix_ray.learner.engine import load_with_attention
-    from medix_ray.models import learner_dtype
+    group: LearnerGroup
+    call_id: int
+    name: str
 
-    remote = model_cfg.trust_remote_code
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=remote)
-    cls = AutoModelForImageTextToText if getattr(config, "vision_config", None) is not None else AutoModelForCausalLM
-    return load_with_attention(
-        lambda impl: cls.from_pretrained(
-            model_path, dtype=learner_dtype(model_cfg.dtype, on_gpu), trust_remote_code=remote, attn_implementation=impl
-        ),
-        attention,
-        on_gpu,
-    )
-
-
-def _gathered_state_dict(engine) -> dict[str, torch.Tensor]:
-    """Returns the full parameters as CPU tensors (ZeRO-3 shards gathered; every rank must call it)."""
-    model = engine.model
-    names = [name for name, _ in model.named_parameters()]
-    state = {name: t.to("cpu", copy=True) for name, t in _param_stream(engine, names)}
-    for name, buf in model.named_buffers():
-        state.setdefault(name, buf.detach().to("cpu", copy=True))
-    return state
-
-
-def _param_stream(engine, names: list[str]):
-    """Yields (name, full parameter) in `names` order; ZeRO-3 shards are gathered one at a time (a
-    collective: every rank iterates in step)."""
-    import deepspeed
-
-    stage3 = engine.engine.zero_optimization_stage() == 3
-    params = dict(engine.model.named_parameters())
-    for name in names:
-        param = params[name]
-        with deepspeed.zero.GatheredParameters([param], enabled=stage3):
-            yield name, param.detach().clone() if stage3 else param.detach()
-
-
-def _param_specs(engine, dtype: str) -> list[list]:
-    """Returns [name, dtype, shape] of every parameter as the rollout engine receives it."""
-    out = []
-    for name, param in engine.model.named_parameters():
-        shape = tuple(getattr(param, "ds_shape", None) or param.shape)  # ZeRO-3 keeps the full shape in ds_shape
-        out.append([name, dtype, list(shape)])
-    return out
-
-
-def _resolve(payload: Any) -> Any:
-    """Returns a command's payload, fetched from the object store when it came as a reference."""
-    import ray
-
-    return ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
-
-
-def _save_rng(path: Path) -> None:
-    """Writes this process's RNG states as tensors and plain values (loadable with weights_only=True)."""
-    import random
-
-    import numpy as np
-
-    version, mt, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    torch.save(
-        {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python": {"version": version, "state": list(mt), "gauss": gauss},
-            "numpy": {
-                "bit_generator": np_state["bit_generator"],
-                "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                "pos": int(np_state["state"]["pos"]),
-                "has_gauss": int(np_state["has_gauss"]),
-                "gauss": float(np_state["gauss"]),
-            },
-        },
-        path,
-    )
-
-
-def _restore_rng(path: Path) -> None:
-    import random
-
-    import numpy as np
-
-    from medix_ray.learner.safe_load import load_weights_only
-
-    if not path.is_file():
-        return
-    rng = load_weights_only(path)
-    torch.set_rng_state(rng["torch"])
-    py = rng["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    npr = rng["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": npr["bit_generator"],
-            "state": {"key": npr["key"].numpy().astype(np.uint32), "pos": npr["pos"]},
-            "has_gauss": npr["has_gauss"],
-            "gauss": npr["gauss"],
-        }
-    )
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def learner_loop(config: dict[str, Any]) -> None:
-    """The Ray Train worker function: builds the DeepSpeed engine, then serves the board's commands."""
-    import deepspeed
-    import ray
-    import ray.train
-
-    from medix_ray.learner.engine import DeepSpeedTrainEngine
-    from medix_ray.learner.logprobs import Layout, batch_logprobs
-    from medix_ray.learner.update import minibatch_update
-
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    on_gpu = torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    learner_cfg: LearnerConfig = config["learner"]
-    algo: AlgorithmConfig = config["algorithm"]
-    board = ray.get_actor(config["board"], namespace=config["namespace"])
-    model_cfg: ModelConfig = config["model"]
-    layout = Layout.from_config(learner_cfg)
-    model = _load_model(config["model_path"], model_cfg, on_gpu, learner_cfg.attention)
-    engine = DeepSpeedTrainEngine(model, learner_cfg)
-    # The KL reference is the frozen base policy; a full copy on each rank (not sharded).
-    reference = (
-        _load_model(config["model_path"], model_cfg, on_gpu, learner_cfg.attention).eval().requires_grad_(False)
-        if algo.kl_coef > 0
-        else None
-    )
-    state: dict[str, Any] = {"step": 0}
-    sender = None  # the weight-sync sender (medix_ray/sync), rank 0 transmits
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = engine.load(directory)
-            _restore_rng(Path(directory) / f"rng_rank{rank}.pt")
-        logger.info("rank %d resumed from step %s", rank, state.get("step"))
-    ray.get(board.reply.remote(rank, 0, {"ready": True, "state": state}))
-    last = 0
-    while True:
-        cmd_id, name, payload = ray.get(board.fetch.remote(rank, last))
-        last = cmd_id
-        try:
-            if name == "stop":
-                ray.get(board.reply.remote(rank, cmd_id, None))
-                return
-            if name == "logprobs":
-                shard: PolicyBatch = _resolve(payload)
-                result: Any = (
-                    batch_logprobs(engine.module, shard, layout, config["temperature"]) if shard.size else None
-                )
-            elif name == "ref_logprobs":
-                if reference is None:
-                    raise ValueError("reference log-probs need algorithm.kl_coef > 0 (no reference model loaded)")
-                shard = _resolve(payload)
-                result = batch_logprobs(reference, shard, layout, config["temperature"])
-            elif name == "update":
-                shard = _resolve(payload)
-                per_mini = shard.size // learner_cfg.mini_batches_per_step
-                result = [
-                    asdict(
-                        minibatch_update(
-                            engine,
-                            shard.select(k * per_mini, (k + 1) * per_mini),
-                            algo,
-                            layout=layout,
-                            norm_length=config["norm_length"],
-                            temperature=config["temperature"],
-                            on_policy=learner_cfg.mini_batches_per_step == 1,
-                        )
-                    )
-                    for k in range(learner_cfg.mini_batches_per_step)
-                ]
-            elif name == "save":
-                with tempfile.TemporaryDirectory() as directory:
-                    engine.save(directory, payload)
-                    _save_rng(Path(directory) / f"rng_rank{rank}.pt")
-                    ray.train.report(
-                        {"step": payload.get("step", 0)}, checkpoint=ray.train.Checkpoint.from_directory(directory)
-                    )
-                result = True
-            elif name == "sync_open":
-                from medix_ray.sync.sender import WeightSender
-
-                if sender is not None:
-                    sender.close()
-                sender = WeightSender(payload["backend"], payload["bucket_bytes"], payload.get("timeout_s", 600.0))
-                result = {
-                    "rendezvous": sender.open(payload["world_size"]) if rank == 0 else None,
-                    "backend": sender.backend,
-                    "specs": _param_specs(engine, payload["dtype"]),
-                }
-            elif name == "sync_connect":
-                if sender is None:
-                    raise RuntimeError("sync_connect before sync_open")
-                if rank == 0:
-                    sender.connect()
-                result = True
-            elif name == "sync_push":
-                from medix_ray.sync.buckets import ParamSpec
-
-                if sender is None:
-                    raise RuntimeError("sync_push before sync_open")
-                specs = [ParamSpec(n, d, tuple(shape)) for n, d, shape in payload["specs"]]
-                result = sender.send(
-                    _param_stream(engine, [sp.name for sp in specs]), specs, checksum=payload["checksum"]
-                )
-            elif name == "objstore_push":
-                # The object-store baseline of bench/weight_sync.py: one Ray object per tensor (rank 0).
-                dtype = getattr(torch, payload["dtype"])
-                refs = [(n, ray.put(t.to(dtype))) for n, t in _param_stream(engine, payload["names"])]
-                result = [refs] if rank == 0 else None
-            elif name == "state_dict":
-                full = _gathered_state_dict(engine)
-                # In a list: a bare ObjectRef argument would be resolved, copying the weights through the board.
-                result = [ray.put(full)] if rank == 0 else None
-            else:
-                raise ValueError(f"unknown learner command {name!r}")
-        except Exception as exc:  # reported to the controller, which raises it with the rank
-            logger.exception("learner rank %d failed on %s", rank, name)
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        ray.get(board.reply.remote(rank, cmd_id, result))
+    def result(self) -> list[Any]:
+        return self.group._collect(self.call_id, self.name)
 
 
 class LearnerGroup:
@@ -363,12 +148,14 @@ class LearnerGroup:
         from ray.train import CheckpointConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
+        from medix_ray.learner.worker import serve_worker
+
         namespace = ray.get_runtime_context().namespace
         board_name = f"medix-learner-board-{uuid.uuid4().hex[:8]}"
         self._board = _board_class().options(name=board_name, namespace=namespace).remote(self.world)
         use_gpu = self.learner_cfg.use_gpu
         trainer = TorchTrainer(
-            learner_loop,
+            serve_worker,
             train_loop_config={
                 "learner": self.learner_cfg,
                 "algorithm": self.algo_cfg,
@@ -407,7 +194,7 @@ class LearnerGroup:
             return
         import ray
 
-        self._command("stop", None)
+        self._submit(None, None, "stop").result()
         self._thread.join(timeout=120)
         self._thread = None
         ray.kill(self._board)
@@ -424,41 +211,55 @@ class LearnerGroup:
             self._thread.join(timeout=120)
         self._thread = None
 
-    # -- commands -------------------------------------------------------------------------
-    def _collect(self, cmd_id: int, name: str) -> list[Any]:
+    # -- calls ----------------------------------------------------------------------------
+    def _collect(self, call_id: int, name: str) -> list[Any]:
         import ray
+
+        from medix_ray.learner.worker import CallFailed
 
         deadline = time.monotonic() + self.timeout_s
         while True:
             if self._fit_error is not None:
                 raise LearnerError(f"learner workers failed during '{name}': {self._fit_error}") from self._fit_error
-            replies = ray.get(self._board.collect.remote(cmd_id, 5.0))
+            replies = ray.get(self._board.collect.remote(call_id, 5.0))
             if replies is not None:
                 break
             if time.monotonic() > deadline:
-                raise LearnerError(f"learner command '{name}' got no answer from all ranks in {self.timeout_s:.0f} s")
+                raise LearnerError(f"learner call '{name}' got no answer from all ranks in {self.timeout_s:.0f} s")
         for rank, r in enumerate(replies):
-            if isinstance(r, dict) and "error" in r:
-                raise LearnerError(f"learner rank {rank} failed on '{name}': {r['error']}")
+            if isinstance(r, CallFailed):
+                raise LearnerError(f"learner rank {rank} failed on '{name}': {r.error}")
         return replies
 
-    def _command(self, name: str, payloads: list[Any] | None) -> list[Any]:
-        return self._collect(self.post(name, payloads), name)
-
-    def post(self, name: str, payloads: list[Any] | None) -> int:
-        """Posts a command to every rank without waiting; `collect(cmd_id, name)` gets the replies.
-
-        For commands that must overlap another party's work (a weight-sync broadcast with the rollout
-        replicas); `payloads` holds one entry per rank, or None."""
+    def _submit(self, call: Any, payloads: list[Any] | None, name: str) -> PendingCall:
         import ray
 
+        if payloads is not None and len(payloads) != self.world:
+            raise ValueError(f"learner call '{name}' got {len(payloads)} payloads for {self.world} ranks")
         self._cmd += 1
-        ray.get(self._board.post.remote(self._cmd, name, payloads or []))
-        return self._cmd
+        ray.get(self._board.post.remote(self._cmd, call, payloads or []))
+        return PendingCall(self, self._cmd, name)
 
-    def collect(self, cmd_id: int, name: str) -> list[Any]:
-        """Returns every rank's reply to a posted command (raises LearnerError on a rank's failure)."""
-        return self._collect(cmd_id, name)
+    def submit(self, method: str, payloads: list[Any] | None = None) -> PendingCall:
+        """Posts a call of `LearnerWorker.API` (e.g. "update", "sync.push") to every rank without waiting;
+        `payloads` holds one entry per rank, or None. For calls that must overlap another party's work
+        (a weight-sync broadcast with the rollout replicas)."""
+        from medix_ray.learner.worker import LearnerWorker
+
+        if method not in LearnerWorker.API:
+            raise ValueError(f"unknown learner call {method!r}; the learner answers {', '.join(LearnerWorker.API)}")
+        return self._submit(method, payloads, method)
+
+    def call(self, method: str, payloads: list[Any] | None = None) -> list[Any]:
+        """Runs a call of `LearnerWorker.API` on every rank; returns the replies in rank order."""
+        return self.submit(method, payloads).result()
+
+    def foreach_worker(self, fn: Callable[[Any, Any], Any], payloads: list[Any] | None = None) -> list[Any]:
+        """Runs `fn(worker, payload)` on every rank (the `LearnerWorker`); returns the results in rank order.
+
+        The extension point for benchmarks and tools that need the engine itself (bench/weight_sync.py's
+        object-store baseline); `fn` must be importable or picklable by cloudpickle."""
+        return self._submit(fn, payloads, getattr(fn, "__name__", "function")).result()
 
     def _shards(self, batch: PolicyBatch, groups: int) -> list[Any]:
         """Returns one object ref per rank: each rank gets an equal slice of every one of `groups` chunks."""
@@ -482,7 +283,7 @@ class LearnerGroup:
 
     def compute_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Returns the current policy's token log-probs of the batch, `[N, T - 1]`."""
-        return self._gather_rows(batch, self._command("logprobs", self._shards(batch, 1)))
+        return self._gather_rows(batch, self.call("logprobs", self._shards(batch, 1)))
 
     @staticmethod
     def _gather_rows(batch: PolicyBatch, parts: list[torch.Tensor]) -> torch.Tensor:
@@ -496,19 +297,19 @@ class LearnerGroup:
 
     def compute_ref_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Returns the frozen reference policy's token log-probs, `[N, T - 1]` (needs algorithm.kl_coef > 0)."""
-        return self._gather_rows(batch, self._command("ref_logprobs", self._shards(batch, 1)))
+        return self._gather_rows(batch, self.call("ref_logprobs", self._shards(batch, 1)))
 
     def update(self, batch: PolicyBatch) -> list[dict[str, Any]]:
         """Applies `learner.mini_batches_per_step` optimizer steps; returns rank 0's metrics per mini-batch."""
         k = self.learner_cfg.mini_batches_per_step
-        return self._command("update", self._shards(batch, k))[0]
+        return self.call("update", self._shards(batch, k))[0]
 
     def save_checkpoint(self, **client_state: Any) -> None:
         """Writes a Ray Train checkpoint of every rank's shard (model, optimizer, scheduler, client state).
 
         The client state also records the base model, so that `medix-ray export` needs nothing else.
         """
-        self._command("save", [{"model_path": self.model_path, **client_state}] * self.world)
+        self.call("save", [{"model_path": self.model_path, **client_state}] * self.world)
 
     def latest_checkpoint(self) -> Path | None:
         """Returns the newest checkpoint folder of this run (Ray Train names them checkpoint_<time>)."""
@@ -520,7 +321,7 @@ class LearnerGroup:
         """Returns the full policy parameters (gathered from ZeRO shards) as CPU tensors."""
         import ray
 
-        return ray.get(self._command("state_dict", None)[0][0])
+        return ray.get(self.call("state_dict")[0][0])
 
 
 def _concat(parts: list[PolicyBatch]) -> PolicyBatch:

@@ -4,6 +4,9 @@
     report = sync.push(version=3)      # every replica that accepted the push now serves version 3
     report.rejected                    # {replica: why} for those that refused it (they refuse requests)
 
+The learner side is the sync endpoint of every learner rank (endpoint.py), reached through the
+learner group's calls `sync.open`, `sync.connect` and `sync.push`.
+
 The group is learner rank 0 plus one rank per vLLM worker of every rollout replica, formed on
 first use and formed again whenever the roster of replicas changes (a replica restarted or was
 added; the newcomer joins and receives the full current weights) or a push was rejected (the
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medix_ray.config import SyncConfig
+from medix_ray.sync.endpoint import SyncOpen, SyncOpened, SyncPush
 from medix_ray.sync.receiver import PushReply, SyncFault
 
 logger = logging.getLogger(__name__)
@@ -71,20 +75,19 @@ class WeightSync:
         for rid in members:
             ranks[rid] = world
             world += int(by_id[rid].get("sync_ranks", 1))
-        payload = {
-            "backend": self.cfg.backend,
-            "bucket_bytes": self.cfg.bucket_mb << 20,
-            "world_size": world,
-            "dtype": roster[0]["dtype"],
-            "timeout_s": self.cfg.timeout_s,
-        }
-        opened = self.learner._command("sync_open", [payload] * self.learner.world)
-        rendezvous = opened[0]["rendezvous"]
-        self.backend = opened[0]["backend"]
-        self.specs = opened[0]["specs"]
-        cmd = self.learner.post("sync_connect", None)
-        joined = self.fleet.broadcast("join_sync", ranks, rendezvous)
-        self.learner.collect(cmd, "sync_connect")
+        request = SyncOpen(
+            backend=self.cfg.backend,
+            bucket_bytes=self.cfg.bucket_mb << 20,
+            world_size=world,
+            dtype=roster[0]["dtype"],
+            timeout_s=self.cfg.timeout_s,
+        )
+        opened: SyncOpened = self.learner.call("sync.open", [request] * self.learner.world)[0]
+        self.backend = opened.backend
+        self.specs = opened.specs
+        pending = self.learner.submit("sync.connect")
+        joined = self.fleet.broadcast("join_sync", ranks, opened.rendezvous)
+        pending.result()
         missing = set(members) - {j["replica"] for j in joined if j.get("joined")}
         if missing:
             raise SyncError(f"rollout replicas {sorted(missing)} did not join the weight-sync group")
@@ -117,14 +120,14 @@ class WeightSync:
         }
         if fault is not None:
             update_info["fault"] = asdict(fault)
-        cmd = self.learner.post("sync_push", [{"specs": self.specs, "checksum": verify}] * self.learner.world)
+        pending = self.learner.submit("sync.push", [SyncPush(self.specs, verify)] * self.learner.world)
         failure: Exception | None = None
         try:
             replies: list[PushReply] = self.fleet.broadcast("update_weights", update_info, version, self.members)
         except Exception as exc:  # noqa: BLE001 - raised below, once the learner's side has ended too
             failure = exc
         try:
-            sent = self.learner.collect(cmd, "sync_push")[0]
+            sent = pending.result()[0]
         except Exception as exc:  # noqa: BLE001 - e.g. the learner's broadcast timed out
             failure = failure or exc
         if failure is not None:

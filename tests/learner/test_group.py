@@ -89,7 +89,7 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
     pytest.exported_dir = str(out)  # reused by the vLLM test below
 
 
-def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir, tmp_path):
+def test_a_failing_rank_is_reported_with_its_call(ray_cluster, tiny_model_dir, tmp_path):
     cfg = LearnerConfig(num_workers=2, zero_stage=2, micro_batch_size=1, mini_batches_per_step=1, cpus_per_worker=1)
     batch, _ = _batch(tiny_model_dir, n=2)  # kl_coef is 0: no reference model, so ref log-probs fail on every rank
     group = LearnerGroup(tiny_model_dir, cfg, AlgorithmConfig(), storage_path=str(tmp_path), name="g2")
@@ -100,6 +100,14 @@ def test_a_failing_rank_is_reported_with_its_command(ray_cluster, tiny_model_dir
             match=r"rank 0 failed on 'ref_logprobs': ValueError: reference log-probs need algorithm.kl_coef",
         ):
             group.compute_ref_logprobs(batch)
+        # The API is the worker's public methods: a name outside it is refused before anything is posted,
+        # and a function reaches every rank's LearnerWorker (benchmarks, tools).
+        with pytest.raises(ValueError, match=r"unknown learner call 'objstore_push'; the learner answers logprobs"):
+            group.submit("objstore_push")
+        assert group.foreach_worker(lambda worker, p: (worker.rank, p, worker.reference), [7, 8]) == [
+            (0, 7, None),
+            (1, 8, None),
+        ]
     finally:
         group.shutdown()
 

@@ -1,10 +1,13 @@
 """WeightSync's bookkeeping over a fake learner group and a fake fleet: ranks, rejections, errors.
 (The real learner and vLLM replicas run in tests/sync/test_weight_sync.py.)"""
 
+from types import SimpleNamespace
+
 import pytest
 
 from medix_ray.config import SyncConfig
 from medix_ray.sync.coordinator import SyncError, WeightSync
+from medix_ray.sync.endpoint import SyncOpened
 from medix_ray.sync.receiver import PushReply, ReceiveReport, SyncFault
 
 
@@ -15,23 +18,19 @@ class FakeLearner:
         self.commands = []
         self.checksum = checksum
 
-    def _command(self, name, payloads):
+    def call(self, name, payloads=None):
+        assert name == "sync.open"
         self.commands.append((name, payloads))
-        return [
-            {
-                "rendezvous": {"master_address": "h", "master_port": 1, "timeout_s": 5},
-                "backend": "gloo",
-                "specs": [["w", "float32", [2]]],
-            },
-            {"rendezvous": None},
-        ]
+        rendezvous = {"master_address": "h", "master_port": 1, "timeout_s": 5}
+        return [SyncOpened(rendezvous, "gloo", [["w", "float32", [2]]]), SyncOpened(None, "gloo", [])]
 
-    def post(self, name, payloads):
+    def submit(self, name, payloads=None):
         self.commands.append((name, payloads))
-        return len(self.commands)
-
-    def collect(self, cmd, name):
-        return [{"bytes": 8, "buckets": 1, "checksum": self.checksum}, {"bytes": 0}]
+        replies = {
+            "sync.connect": [True, True],
+            "sync.push": [{"bytes": 8, "buckets": 1, "checksum": self.checksum}, {"bytes": 0}],
+        }[name]
+        return SimpleNamespace(result=lambda: replies)
 
 
 class FakeFleet:
@@ -70,7 +69,7 @@ def test_each_vllm_worker_of_a_replica_gets_its_own_rank():
     (_, (ranks, _)), *_ = fleet.calls
     assert ranks == {"r0": 1, "r1": 3, "r2": 5}  # tensor parallel 2, 2 and 1 after the learner's rank 0
     opened = learner.commands[0][1][0]
-    assert opened["world_size"] == 6 and opened["timeout_s"] == 5
+    assert opened.world_size == 6 and opened.timeout_s == 5
 
 
 def test_a_rejected_push_is_reported_and_the_group_formed_again_next_time():
