@@ -131,6 +131,10 @@ class AlgorithmConfig:
     overlong_shaping: bool = True
     overlong_buffer: int = 64
     overlong_penalty: float = 1.0
+    # Asynchronous training (trainer.mode: async): the behaviour policy is the rollout engine's, whose
+    # sampled-token log-probs weigh each token by min(π_old / π_behaviour, tis_cap) (truncated importance
+    # sampling, decoupled PPO; docs/training.md).
+    tis_cap: float = 2.0
 
 
 @dataclass
@@ -169,6 +173,10 @@ class SyncConfig:
 class TrainerConfig:
     steps: int = 2
     prompts_per_step: int = 4
+    # sync: generate, score, update, push in turn. async: the rollout fleet and the reward keep working
+    # while the learner updates; trajectories lag the learner by at most max_staleness versions.
+    mode: str = "sync"
+    max_staleness: int = 1
     sync_interval: int = 1
     val_interval: int = 0  # 0: no validation
     val_samples: int = 16  # test-split samples scored at each validation (0: all)
@@ -273,6 +281,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
     "algorithm.dynamic_sampling": ("none", "zero_variance", "mean_range"),
     "sync.backend": ("auto", "nccl", "gloo"),
+    "trainer.mode": ("sync", "async"),
     "learner.attention": ("auto", "sdpa", "flex_attention", "eager"),
     "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     "eval.protocol": ("paper", "independent", "both"),

@@ -131,6 +131,16 @@ def aggregate_loss(
     return total * dp_size / denom
 
 
+def truncated_is_weight(proximal_logp: torch.Tensor, behaviour_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Returns min(π_proximal / π_behaviour, cap) per token, without gradient: the truncated importance
+    weight of decoupled PPO, which corrects for trajectories sampled by an older (or numerically
+    different) rollout policy. Log-ratios are clamped as in `ppo_clip_loss` before exponentiation; a
+    token without a behaviour log-prob (NaN: the engine returned none) weighs 1."""
+    log_ratio = torch.nan_to_num((proximal_logp - behaviour_logp).detach(), nan=0.0)
+    log_ratio = log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return log_ratio.exp().clamp(max=cap)
+
+
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
     """Returns the per-token KL estimate to the reference policy, `[N, L]`.
 

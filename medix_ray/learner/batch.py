@@ -24,6 +24,8 @@ class PolicyBatch:
     advantages: torch.Tensor  # [N]
     old_logp: torch.Tensor | None = None  # [N, T - 1]
     ref_logp: torch.Tensor | None = None  # [N, T - 1]
+    # [N, T - 1]: the rollout engine's log-probs of the sampled tokens (the behaviour policy of async mode)
+    behaviour_logp: torch.Tensor | None = None
     pixel_values: torch.Tensor | None = None  # [P, D]
     image_grid_thw: torch.Tensor | None = None  # [I, 3]
     images_per_row: list[int] = field(default_factory=list)
@@ -82,6 +84,7 @@ class PolicyBatch:
             advantages=self.advantages[rows],
             old_logp=cut(self.old_logp, width - 1),
             ref_logp=cut(self.ref_logp, width - 1),
+            behaviour_logp=cut(self.behaviour_logp, width - 1),
             pixel_values=pixel_values,
             image_grid_thw=grid,
             images_per_row=images,
@@ -98,10 +101,11 @@ def build_batch(
     pad_id: int,
     *,
     old_logp: Sequence[Sequence[float]] | None = None,
+    behaviour_logp: Sequence[Sequence[float]] | None = None,
     group_ids: Sequence[int] | None = None,
 ) -> PolicyBatch:
-    """Returns a right-padded text batch; `old_logp` (per response token, e.g. from vLLM) is placed on
-    the response positions of the `[N, T - 1]` grid. `group_ids` (default: consecutive rows with
+    """Returns a right-padded text batch; `old_logp` and `behaviour_logp` (per response token, e.g. from
+    vLLM) are placed on the response positions of the `[N, T - 1]` grid. `group_ids` (default: consecutive rows with
     identical prompt tokens form a group) say which rows share their prompt."""
     if not (len(prompt_ids) == len(response_ids) == len(advantages)):
         raise ValueError(f"{len(prompt_ids)} prompts, {len(response_ids)} responses, {len(advantages)} advantages")
@@ -117,24 +121,27 @@ def build_batch(
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
     loss_mask = torch.zeros((n, width - 1), dtype=torch.float32)
-    old = torch.zeros((n, width - 1), dtype=torch.float32) if old_logp is not None else None
+    per_token = {"old": old_logp, "behaviour": behaviour_logp}
+    grids = {k: torch.zeros((n, width - 1), dtype=torch.float32) for k, v in per_token.items() if v is not None}
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         seq = list(p) + list(r)
         input_ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention[i, : len(seq)] = 1
         # target position t predicts token t + 1: response tokens are targets len(p) - 1 .. len(seq) - 2
         loss_mask[i, len(p) - 1 : len(seq) - 1] = 1.0
-        if old is not None:
-            if len(old_logp[i]) != len(r):
-                raise ValueError(f"row {i}: {len(old_logp[i])} old log-probs for {len(r)} response tokens")
-            old[i, len(p) - 1 : len(seq) - 1] = torch.tensor(old_logp[i], dtype=torch.float32)
+        for kind, grid in grids.items():
+            values = per_token[kind][i]
+            if len(values) != len(r):
+                raise ValueError(f"row {i}: {len(values)} {kind} log-probs for {len(r)} response tokens")
+            grid[i, len(p) - 1 : len(seq) - 1] = torch.tensor(values, dtype=torch.float32)
     adv = torch.as_tensor(advantages, dtype=torch.float32)
     return PolicyBatch(
         input_ids,
         attention,
         loss_mask,
         adv,
-        old_logp=old,
+        old_logp=grids.get("old"),
+        behaviour_logp=grids.get("behaviour"),
         prompt_lens=torch.tensor([len(p) for p in prompt_ids], dtype=torch.long),
         group_ids=torch.as_tensor(list(group_ids), dtype=torch.long),
     )
@@ -199,9 +206,11 @@ def build_rollout_batch(
     advantages: Sequence[float] | torch.Tensor,
     renderer,
     bounds=None,
+    behaviour_logp: Sequence[Sequence[float]] | None = None,
 ) -> PolicyBatch:
     """Returns the batch of rollouts from the rollout engine's own prompt token ids (no second rendering):
-    one row per response, `samples[i]` and `prompt_ids[i]` the prompt it answered. Images become the
+    one row per response, `samples[i]` and `prompt_ids[i]` the prompt it answered; `behaviour_logp` the
+    engine's log-probs of the response tokens (async mode). Images become the
     processor's `pixel_values` / `image_grid_thw` of the same fitted images, once per sample; a prompt whose
     image tokens do not match its images' grids raises ValueError naming the sample."""
     from medix_ray.data.images import PixelBounds, load_fitted
@@ -214,7 +223,12 @@ def build_rollout_batch(
     tok = renderer.tokenizer if multimodal else renderer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     batch = build_batch(
-        prompt_ids, response_ids, advantages, pad_id, group_ids=consecutive_groups([s.id for s in samples])
+        prompt_ids,
+        response_ids,
+        advantages,
+        pad_id,
+        behaviour_logp=behaviour_logp,
+        group_ids=consecutive_groups([s.id for s in samples]),
     )
     if not multimodal:
         return batch

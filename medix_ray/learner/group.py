@@ -341,6 +341,9 @@ def _concat(parts: list[PolicyBatch]) -> PolicyBatch:
         advantages=torch.cat([p.advantages for p in parts]),
         old_logp=None if first.old_logp is None else torch.cat([pad(p.old_logp, width - 1) for p in parts]),
         ref_logp=None if first.ref_logp is None else torch.cat([pad(p.ref_logp, width - 1) for p in parts]),
+        behaviour_logp=None
+        if first.behaviour_logp is None
+        else torch.cat([pad(p.behaviour_logp, width - 1) for p in parts]),
         pixel_values=None
         if first.pixel_values is None
         else torch.cat([p.pixel_values for p in parts if p.pixel_values is not None]),

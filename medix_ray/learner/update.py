@@ -15,7 +15,13 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from medix_ray.algorithms.losses import aggregate_loss, gspo_token_loss, kl_penalty, ppo_clip_loss
+from medix_ray.algorithms.losses import (
+    aggregate_loss,
+    gspo_token_loss,
+    kl_penalty,
+    ppo_clip_loss,
+    truncated_is_weight,
+)
 from medix_ray.config import AlgorithmConfig
 from medix_ray.learner.batch import PolicyBatch
 from medix_ray.learner.logprobs import Layout, attention_backend, forward_logprobs
@@ -81,6 +87,9 @@ class UpdateStats:
     grad_norm: float | None
     attention: str = ""  # the attention path of the forward (logprobs.attention_backend)
     micro_batches: int = 0
+    # Async mode (batch.behaviour_logp set): the truncated importance weights min(π_old / π_behaviour, cap)
+    is_weight_mean: float | None = None
+    is_truncated_fraction: float | None = None
     over_budget: int = 0  # micro-batches over learner.max_tokens_per_micro_batch (a single row longer than it)
 
 
@@ -111,7 +120,9 @@ def minibatch_update(
     `batch.old_logp` must be set (from the rollout engine or `batch_logprobs` before the update),
     unless `on_policy`: the first and only mini-batch after a rollout, whose old policy is the
     current one, so the detached current log-probs serve (one forward pass saved);
-    `batch.ref_logp` must be set too when `algo.kl_coef` > 0.
+    `batch.ref_logp` must be set too when `algo.kl_coef` > 0. With `batch.behaviour_logp` (async mode:
+    the rollout engine's log-probs), each token's loss is weighted by min(π_old / π_behaviour,
+    `algo.tis_cap`).
     """
     if batch.old_logp is None and not on_policy:
         raise ValueError("the batch has no old_logp: compute them before the update")
@@ -119,7 +130,7 @@ def minibatch_update(
         raise ValueError("algorithm.kl_coef > 0 needs ref_logp in the batch")
     global_tokens, global_seqs = _global_counts(batch)
     dp = _dp_size()
-    total = clip = ratio = kl_sum = 0.0
+    total = clip = ratio = kl_sum = is_sum = truncated = 0.0
     plan = layout.plan(batch)
     micros = [batch.select(a, b) for a, b in plan.spans]
     for index, micro in enumerate(micros):
@@ -139,6 +150,14 @@ def minibatch_update(
             dual_clip=algo.dual_clip,
         )
         token_loss = out.token_loss
+        if micro.behaviour_logp is not None:
+            # Decoupled PPO: the clip is taken against the proximal policy (old_logp), and each token is
+            # weighted by the truncated importance ratio of the proximal to the behaviour policy.
+            is_weight = truncated_is_weight(old_logp, micro.behaviour_logp.to(device), algo.tis_cap)
+            token_loss = token_loss * is_weight
+            if not plan.is_padding(index):
+                is_sum += float((is_weight * mask).sum())
+                truncated += float(((is_weight >= algo.tis_cap) * mask).sum())
         if algo.kl_coef > 0:
             kl = kl_penalty(logp, micro.ref_logp.to(device), algo.kl_estimator) * mask
             token_loss = token_loss + algo.kl_coef * kl
@@ -172,5 +191,7 @@ def minibatch_update(
         grad_norm=engine.grad_norm(),
         attention=attention_backend(engine.module, layout.shared_prefix),
         micro_batches=len(micros),
+        is_weight_mean=is_sum / local_tokens if batch.behaviour_logp is not None else None,
+        is_truncated_fraction=truncated / local_tokens if batch.behaviour_logp is not None else None,
         over_budget=plan.over_budget,
     )

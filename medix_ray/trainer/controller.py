@@ -13,6 +13,13 @@ One step:
     trainer = Trainer(load_config("configs/tiny_cpu.yaml"))
     summary = trainer.run()           # resumes from the output directory's last checkpoint
 
+With `trainer.mode: async` the fleet and the reward do not wait for the learner: a rollout driver
+(rollout_driver.py) keeps prompts in flight group by group and scores each group as it finishes,
+the learner trains on batches of finished groups no staler than `trainer.max_staleness` versions,
+with the rollout engine's log-probs as the behaviour policy (`algorithm.tis_cap`), and pushes the
+weights every `sync_interval` updates. A push lets the requests in flight finish on the old
+weights (they keep that version's tag); new requests wait for the load (docs/training.md).
+
 A replica that dies is replaced by Serve and re-synced when it refuses a request as stale; a
 learner worker that dies ends the learner group, which restarts from the last checkpoint (with
 the data cursor), up to `trainer.max_restarts` times. Ctrl-C saves a checkpoint and exits.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +61,9 @@ class ScoredGroup:
     rollout: Rollout
     rewards: list[float | None]  # composite reward + overlong shaping; the advantage's input
     breakdowns: list[dict[str, Any]]
+    status: str = "kept"  # kept (trained on) | filtered (dynamic sampling) | stale (async: too old)
+    rollout_s: float = 0.0  # async mode: this group's generation and scoring times
+    reward_s: float = 0.0
 
     @property
     def valid(self) -> list[bool]:
@@ -98,8 +109,11 @@ class Trainer:
         self.version = 0  # learner updates applied
         self.synced_version = 0  # the version the fleet serves
         self.restarts = 0
-        self.counters = {"unscored_responses": 0, "rollout_retries": 0, "skipped_updates": 0}
+        self.counters = {"unscored_responses": 0, "rollout_retries": 0, "skipped_updates": 0, "stale_groups": 0}
         self._started = False
+        # One learner call at a time: in async mode a rollout thread may re-sync a restarted replica.
+        self._learner_lock = threading.RLock()
+        self.driver = None  # async mode's RolloutDriver
         self._retries_seen = 0
         self.timeline = Timeline(self.out / "timeline.jsonl")  # who is busy when (timeline.png)
 
@@ -188,17 +202,43 @@ class Trainer:
         self.step = int(state.get("step", 0))
         self.version = int(state.get("version", self.step))
         self.counters.update(state.get("counters", {}))
-        self.stream.restore(state.get("cursor", {}))
+        cursor = state.get("cursor", {})
+        self.stream.restore(cursor, pending=cursor.get("pending", []))  # prompts in flight at the checkpoint
         if self.step:
-            logger.info("resumed at step %d (data cursor %s)", self.step, state.get("cursor"))
+            logger.info("resumed at step %d (data cursor %s)", self.step, cursor)
         self.sync = WeightSync(self.learner, self.fleet, self.cfg.sync)
         self._push()
+        if self.cfg.trainer.mode == "async":
+            self._start_driver()
+
+    def _start_driver(self) -> None:
+        from medix_ray.trainer.rollout_driver import RolloutDriver
+
+        t = self.cfg.trainer
+        self.driver = RolloutDriver(
+            self._produce,
+            self._keep,
+            self.stream,
+            want=t.prompts_per_step,
+            max_staleness=t.max_staleness,
+            workers=t.prompts_per_step,
+            synced_version=lambda: self.synced_version,
+            base_version=self.version,
+        )
+        self.driver.start()
+
+    def _stop_driver(self) -> None:
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver = None
 
     def _push(self):
         t0 = time.monotonic()
-        with self.timeline.span("sync", "push", step=self.step, version=self.version):
+        with self._learner_lock, self.timeline.span("sync", "push", step=self.step, version=self.version):
             report = self.sync.push(self.version)
         self.synced_version = self.version
+        if self.driver is not None:
+            self.driver.notify()
         self.last_sync = report
         logger.info(
             "weights v%d synced to %d replicas in %.2f s%s",
@@ -212,7 +252,7 @@ class Trainer:
     def _resync(self) -> None:
         """A replica refused a request as stale (it restarted): form the group again and push."""
         logger.warning("a rollout replica holds stale weights; re-syncing version %d", self.synced_version)
-        with self.timeline.span("sync", "resync", step=self.step, version=self.synced_version):
+        with self._learner_lock, self.timeline.span("sync", "resync", step=self.step, version=self.synced_version):
             self.sync.push(self.synced_version)
 
     # -- one step ------------------------------------------------------------------------
@@ -266,6 +306,15 @@ class Trainer:
             groups.append(ScoredGroup(ro, rewards, bds))
         return groups
 
+    def _produce(self, sample: Sample) -> ScoredGroup:
+        """Async mode: one prompt's group, generated and scored at once (a rollout driver thread)."""
+        t0 = time.monotonic()
+        (rollout,) = self._generate([sample], self._sampling(), "generate", self.step + 1)
+        t1 = time.monotonic()
+        (group,) = self._score([rollout], "score", self.step + 1)
+        group.rollout_s, group.reward_s = t1 - t0, time.monotonic() - t1
+        return group
+
     def _keep(self, group: ScoredGroup) -> bool:
         scored = [r for r in group.rewards if r is not None]
         if len(scored) < 2:
@@ -276,6 +325,8 @@ class Trainer:
         )
 
     def train_step(self) -> StepResult:
+        if self.cfg.trainer.mode == "async":
+            return self._train_step_async()
         cfg, a = self.cfg, self.cfg.algorithm
         want = cfg.trainer.prompts_per_step
         timing = {"rollout": 0.0, "reward": 0.0}
@@ -293,15 +344,54 @@ class Trainer:
             groups = self._score(rollouts, "score", self.step + 1)
             timing["reward"] += time.monotonic() - t0
             sampled.extend(groups)
-            kept.extend(g for g in groups if self._keep(g))
+            for g in groups:
+                if self._keep(g):
+                    kept.append(g)
+                else:
+                    g.status = "filtered"
             if a.dynamic_sampling == "none":
                 break
-        kept = kept[
-            : trim_groups(
-                min(len(kept), want), cfg.rollout.n, cfg.learner.mini_batches_per_step * cfg.learner.num_workers
-            )
-        ]
+        trimmed = trim_groups(
+            min(len(kept), want), cfg.rollout.n, cfg.learner.mini_batches_per_step * cfg.learner.num_workers
+        )
+        for g in kept[trimmed:]:
+            g.status = "filtered"
+        kept = kept[:trimmed]
         metrics = self._rollout_metrics(sampled, kept, rounds, timing)
+        return self._finish_step(kept, sampled, metrics)
+
+    def _train_step_async(self) -> StepResult:
+        """One update on a batch of finished groups from the rollout driver; the fleet keeps generating."""
+        if self.driver is None or self.driver.stopped:  # a run or step after the last run ended
+            if self.driver is not None:
+                cursor = self.driver.cursor()
+                self.stream.restore(cursor, pending=cursor["pending"])
+            self._start_driver()
+        batch = self.driver.take(self.version)
+        for g in batch.stale:
+            g.status = "stale"
+        for g in batch.filtered:
+            g.status = "filtered"
+        self.counters["stale_groups"] += len(batch.stale)
+        timing = {
+            "rollout": sum(g.rollout_s for g in batch.sampled),
+            "reward": sum(g.reward_s for g in batch.sampled),
+        }
+        metrics = self._rollout_metrics(batch.sampled, batch.kept, 1, timing)
+        lags = [self.version - g.rollout.version for g in batch.kept]
+        metrics.update(
+            {
+                "groups/stale_dropped": float(len(batch.stale)),
+                "time/wait_s": batch.waited_s,
+                "policy/version_lag": sum(lags) / len(lags),
+                "policy/version_lag_max": float(max(lags)),
+            }
+        )
+        return self._finish_step(batch.kept, batch.sampled, metrics)
+
+    def _finish_step(self, kept: list[ScoredGroup], sampled: list[ScoredGroup], metrics: dict[str, Any]) -> StepResult:
+        """Updates on the kept groups (or counts a skipped update), then pushes every `sync_interval` steps."""
+        cfg = self.cfg
         if kept:
             metrics.update(self._update(kept))
             self.version += 1
@@ -361,19 +451,32 @@ class Trainer:
         response_ids = [r.token_ids or [self._eos()] for g in kept for r in g.rollout.responses]
         # The rollout's own prompt token ids, not a second rendering (tests/learner/test_rollout_batch.py)
         prompt_ids = [g.rollout.prompt_token_ids for g in kept for _ in range(n)]
-        batch = build_rollout_batch(samples, prompt_ids, response_ids, adv.reshape(-1), self.renderer, self.bounds)
+        behaviour = None
+        if cfg.trainer.mode == "async":  # the engine's log-probs: the behaviour policy (NaN: none, weight 1)
+            behaviour = [r.logprobs if r.token_ids else [math.nan] for g in kept for r in g.rollout.responses]
+        batch = build_rollout_batch(
+            samples, prompt_ids, response_ids, adv.reshape(-1), self.renderer, self.bounds, behaviour_logp=behaviour
+        )
         batch.loss_mask[~valid.reshape(-1)] = 0.0  # unscored responses take no part in the update
         t0 = time.monotonic()
         phase = {"step": self.step + 1, "version": self.version, "counts": {"groups": len(kept)}}
-        if cfg.learner.mini_batches_per_step > 1:
-            with self.timeline.span("learner", "logprobs", **phase):
-                batch.old_logp = self.learner.compute_logprobs(batch)
-        if cfg.algorithm.kl_coef > 0:
-            with self.timeline.span("learner", "ref_logprobs", **phase):
-                batch.ref_logp = self.learner.compute_ref_logprobs(batch)
-        with self.timeline.span("learner", "update", **phase):
-            stats = self.learner.update(batch)
+        with self._learner_lock:
+            if cfg.learner.mini_batches_per_step > 1:
+                with self.timeline.span("learner", "logprobs", **phase):
+                    batch.old_logp = self.learner.compute_logprobs(batch)
+            if cfg.algorithm.kl_coef > 0:
+                with self.timeline.span("learner", "ref_logprobs", **phase):
+                    batch.ref_logp = self.learner.compute_ref_logprobs(batch)
+            with self.timeline.span("learner", "update", **phase):
+                stats = self.learner.update(batch)
+        off_policy = {}
+        if behaviour is not None:
+            off_policy = {
+                "offpolicy/is_weight_mean": _mean([s["is_weight_mean"] for s in stats]),
+                "offpolicy/is_truncated_fraction": _mean([s["is_truncated_fraction"] for s in stats]),
+            }
         return {
+            **off_policy,
             "time/update_s": time.monotonic() - t0,
             "update/loss": _mean([s["loss"] for s in stats]),
             "update/clip_fraction": _mean([s["clip_fraction"] for s in stats]),
@@ -409,9 +512,11 @@ class Trainer:
 
     def save(self) -> None:
         t0 = time.monotonic()
-        with self.timeline.span("learner", "save", step=self.step, version=self.version):
+        # Async mode: the cursor also lists the prompts in flight (re-issued by a resumed run).
+        cursor = self.driver.cursor() if self.driver is not None else self.stream.state()
+        with self._learner_lock, self.timeline.span("learner", "save", step=self.step, version=self.version):
             self.learner.save_checkpoint(
-                step=self.step, version=self.version, cursor=self.stream.state(), counters=dict(self.counters)
+                step=self.step, version=self.version, cursor=cursor, counters=dict(self.counters)
             )
         logger.info("checkpoint at step %d written in %.1f s", self.step, time.monotonic() - t0)
 
@@ -465,10 +570,12 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(reward=f"{metrics['reward/mean'] or 0:.3f}", kept=int(metrics["groups/kept"]))
                     current_console().line(format_step(self.step, t.steps, metrics))
+                self.pause_rollouts()  # async: what is in flight is pending in the checkpoint
                 if not t.checkpoint_interval or self.step % t.checkpoint_interval:
                     self.save()
             except KeyboardInterrupt:
                 logger.warning("interrupted: writing a checkpoint at step %d", self.step)
+                self.pause_rollouts()
                 self.save()
                 raise
             finally:
@@ -500,12 +607,21 @@ class Trainer:
             raise exc
         self.restarts += 1
         logger.error("learner failed (%s); restart %d from the last checkpoint", exc, self.restarts)
+        self._stop_driver()  # its groups are discarded: the checkpoint's cursor and pending prompts rule
         self.learner.abort()
         self._restore(self._new_learner())
+
+    def pause_rollouts(self) -> None:
+        """Async mode: stops taking new prompts (groups in flight finish and are discarded, their prompts
+        pending); the next `train_step` starts again from the cursor and the pending prompts, with the
+        config as it is then. A run ends this way, so its last checkpoint stores the pending prompts."""
+        if self.driver is not None:
+            self.driver.stop()
 
     def shutdown(self) -> None:
         from ray import serve
 
+        self._stop_driver()
         if getattr(self, "learner", None) is not None:
             try:
                 self.learner.shutdown()
@@ -576,6 +692,7 @@ def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
         {
             "sample_id": g.rollout.sample.id,
             "version": g.rollout.version,
+            "status": g.status,
             "response": resp.text,
             "tokens": len(resp.token_ids),
             "finish_reason": resp.finish_reason,

@@ -105,6 +105,20 @@ def batch_problems(cfg: MedixConfig) -> list[str]:
         problems.append("rollout.n must be at least 2: group advantages need two responses per prompt")
     if t.sync_interval < 1:
         problems.append("trainer.sync_interval must be at least 1")
+    if t.max_staleness < 0:
+        problems.append(f"trainer.max_staleness must be 0 or more; got {t.max_staleness}")
+    if t.mode == "async" and t.sync_interval > t.max_staleness + 1:
+        problems.append(
+            f"trainer.sync_interval ({t.sync_interval}) exceeds trainer.max_staleness + 1 "
+            f"({t.max_staleness + 1}): in async mode every trajectory would be too stale to train on"
+        )
+    if t.mode == "async" and rc.temperature != 1.0:
+        problems.append(
+            f"trainer.mode async needs rollout.temperature 1.0 (got {rc.temperature}): the rollout engine's "
+            "log-probs, the behaviour policy of the importance weights, are those of the untempered policy"
+        )
+    if not cfg.algorithm.tis_cap >= 1.0:
+        problems.append(f"algorithm.tis_cap must be at least 1; got {cfg.algorithm.tis_cap}")
     if cfg.algorithm.overlong_shaping and cfg.algorithm.overlong_buffer >= rc.max_tokens:
         problems.append(
             f"algorithm.overlong_buffer ({cfg.algorithm.overlong_buffer}) must be below rollout.max_tokens "

@@ -180,3 +180,40 @@ def test_freeze_vision_tower_stops_only_vision_gradients(tiny_vl_path):
     assert all(p.requires_grad for n, p in model.named_parameters() if ".visual." not in f".{n}")
     with pytest.raises(ValueError, match="no vision tower"):
         freeze_vision_tower(tiny_lm())
+
+
+def _behaviour_grads(behaviour_shift, cap=2.0, on_policy=False):
+    """Gradients of one update whose behaviour log-probs are the old ones shifted by `behaviour_shift`
+    (None: no behaviour policy, the synchronous loss)."""
+    model = tiny_lm()
+    batch = fixed_batch(model)
+    if behaviour_shift is not None:
+        batch.behaviour_logp = (batch.old_logp + behaviour_shift) * batch.loss_mask
+    if on_policy:
+        batch.old_logp = None
+    stats = minibatch_update(
+        TorchEngine(model, step_optimizer=False),
+        batch,
+        AlgorithmConfig(tis_cap=cap),
+        layout=Layout.per_row(3),
+        on_policy=on_policy,
+    )
+    return _grads(model), stats
+
+
+@pytest.mark.parametrize("on_policy", [False, True])
+def test_truncated_importance_weight_corrects_for_the_behaviour_policy(on_policy):
+    plain, plain_stats = _behaviour_grads(None, on_policy=on_policy)
+    assert plain_stats.is_weight_mean is None and plain_stats.is_truncated_fraction is None
+    # The behaviour policy equals the old one: every weight is 1, the update is the synchronous one.
+    same, stats = _behaviour_grads(0.0, on_policy=on_policy)
+    assert torch.allclose(same, plain, atol=1e-7, rtol=1e-5)
+    assert stats.is_weight_mean == pytest.approx(1.0) and stats.is_truncated_fraction == 0.0
+    # Sampled by a policy that gave the tokens e^-0.5 of the old probability: weight e^0.5, under the cap.
+    lower, stats = _behaviour_grads(-0.5, on_policy=on_policy)
+    assert torch.allclose(lower, plain * torch.exp(torch.tensor(0.5)), atol=1e-6, rtol=1e-4)
+    assert stats.is_weight_mean == pytest.approx(float(torch.exp(torch.tensor(0.5))), rel=1e-5)
+    # Far less likely under the behaviour policy: the weight is truncated at the cap, every token counted.
+    capped, stats = _behaviour_grads(-5.0, cap=2.0, on_policy=on_policy)
+    assert torch.allclose(capped, plain * 2.0, atol=1e-6, rtol=1e-4)
+    assert stats.is_truncated_fraction == 1.0 and stats.is_weight_mean == pytest.approx(2.0)

@@ -22,6 +22,15 @@ def test_stream_resumes_exactly_and_crosses_epochs(ray_cluster):
     again = PromptStream(ds, report, seed=3, shuffle_window=16)
     again.restore(state)
     assert [s.id for s in again.take(7)] == rest
+    # A checkpoint with prompts in flight: the pending ones come again, in order, the others before the
+    # cursor are skipped (trained on), then the stream goes on past the cursor.
+    resumed = PromptStream(ds, report, seed=3, shuffle_window=16)
+    resumed.restore(state, pending=[[0, 4], [0, 2]])
+    taken = resumed.take_indexed(4)
+    assert [c for c, _ in taken] == [(0, 2), (0, 4), (0, 6), (0, 7)]
+    assert [s.id for _, s in taken] == [first[1], first[3], rest[0], rest[1]]
+    with pytest.raises(ValueError, match=r"pending stream coordinates \[\(0, 9\)\] lie after the saved cursor"):
+        resumed.restore(state, pending=[(0, 9)])
     # The epoch is a permutation: every test id once before the next epoch starts.
     total = len(set(first + rest)) + len({s.id for s in stream.take(0)})
     epoch = first + rest + [s.id for s in stream.take(200)]
