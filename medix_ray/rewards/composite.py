@@ -18,9 +18,11 @@ per component saying how it was decided. Presets (docs/method.md §1.4 and §8):
 | judge sees | predicted and reference answers | also the question |
 | judge reply | contains "YES" → 1 | first word YES/NO; otherwise retried |
 | judge failure | 0 | status `judge_error`, overall None: excluded from training, never 0 |
+| no `>` in solution | `bad_reference`, overall None (reference: IndexError → 0) | modality `bad_reference` |
 | embedding guard | none | left/right, upper/lower, benign/malignant contradictions → 0 |
 | format | from the first think tag on: think block + answer block | also nothing but one tag before, one answer block |
-| modality | text before think tag == tag | first known tag before the think block == tag |
+| modality | text before think tag (none: 0) == solution up to `>`, upper-cased | first known tag before think tag |
+| answer cleaning | strip, then periods ("Left lung ." ≠ "Left lung") | strip, periods, strip again |
 """
 
 from __future__ import annotations
@@ -168,7 +170,11 @@ class CompositeScorer:
         s = self.spec
         paper = s.preset == "paper"
         response = rules.squeeze_whitespace(item.response) if paper else item.response
-        tag_target, ref_answer = rules.split_reference(item.reference)
+        ref_answer: str | None
+        if paper:
+            tag_target, ref_answer = rules.paper_split_reference(item.reference)
+        else:
+            tag_target, ref_answer = rules.split_reference(item.reference)
         status: dict[str, str] = {}
         of = s.format
         if paper:
@@ -186,9 +192,12 @@ class CompositeScorer:
                 status["modality"] = "bad_reference"
         status["format"] = "scored"
         span = of.answer_span(response)
-        answer = rules.clean_answer(span if span is not None else (response if paper else ""))
+        if paper:
+            answer = rules.paper_clean_answer(span if span is not None else response)
+        else:
+            answer = rules.clean_answer(span if span is not None else "")
         bd = RewardBreakdown(item.id, None, fmt, None, None, modality, status, answer)
-        work = _Work(item, bd, ref_answer)
+        work = _Work(item, bd, ref_answer or "")
 
         def decide(value: float, why: str) -> _Work:
             bd.accuracy_llm = bd.accuracy_embed = value
@@ -196,6 +205,15 @@ class CompositeScorer:
             return work
 
         if paper:
+            if ref_answer is None:
+                # A solution without `>`: the reference's `ground_truth.split(">", 1)[1]` raises IndexError,
+                # which its accuracy functions turn into a silent 0 for both signals (whatever the answer).
+                # Here the item is unscored instead, as the project treats bad input: both accuracies None,
+                # status `bad_reference`, so `overall` is None, which the trainer leaves out of the update and
+                # counts (`reward/unscored`), and `medix-ray score` reports. Format and modality keep the
+                # reference's values (its modality target is then the whole solution plus ">").
+                status["accuracy_llm"] = status["accuracy_embed"] = "bad_reference"
+                return work
             if rules.paper_invalid_answer(answer):
                 return decide(0.0, "invalid_answer")
             if answer == ref_answer:

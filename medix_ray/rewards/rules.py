@@ -26,10 +26,11 @@ def squeeze_whitespace(text: str) -> str:
 
 
 def split_reference(reference: str) -> tuple[str, str]:
-    """Returns (modality target, answer target) the reference's way.
+    """Returns (modality target, answer target), both stripped (the medix preset's reading).
 
-    The modality target is everything up to and including the first `>`; the answer is the rest,
+    The modality target is everything up to and including the first `>`, stripped; the answer is the rest,
     stripped, with leading and trailing periods removed. A reference without `>` yields an empty tag.
+    The paper preset reads a reference with `paper_split_reference` instead.
     """
     head, sep, tail = reference.partition(">")
     if not sep:
@@ -38,8 +39,29 @@ def split_reference(reference: str) -> tuple[str, str]:
 
 
 def clean_answer(text: str) -> str:
-    """Returns the answer stripped of whitespace and of leading/trailing periods."""
+    """Returns the answer stripped of whitespace and of leading/trailing periods, then of whitespace again
+    (the medix preset's reading; the paper preset uses `paper_clean_answer`)."""
     return text.strip().strip(".").strip()
+
+
+def paper_split_reference(reference: str) -> tuple[str, str | None]:
+    """Returns (modality target, answer target) exactly as the reference's `medical.py` reads a solution.
+
+    - modality target: `reference.split(">", 1)[0] + ">"`, NOT stripped (a solution that starts with a
+      space, " <X_RAY> ...", has the target " <X_RAY>", which no stripped prefix equals), and for a
+      solution without `>` the whole solution plus ">";
+    - answer target: the text after the first `>`, stripped, then stripped of leading/trailing periods;
+      None when there is no `>`: the reference's `split(">", maxsplit=1)[1]` raises IndexError there, which
+      its accuracy functions swallow into a silent 0 (the caller reports it as `bad_reference` instead).
+    """
+    head, sep, tail = reference.partition(">")
+    return head + ">", (tail.strip().strip(".") if sep else None)
+
+
+def paper_clean_answer(text: str) -> str:
+    """Returns the answer the reference's way: stripped of whitespace, then of leading/trailing periods, and
+    NOT of whitespace again ("Left lung ." stays "Left lung ", which is no exact match of "Left lung")."""
+    return text.strip().strip(".")
 
 
 def paper_invalid_answer(answer: str) -> bool:
@@ -58,7 +80,8 @@ def paper_format_reward(response: str, think_tag: str = "thinking", answer_tag: 
     # The reference's `re.fullmatch(<T>.*?</T>\s*<A>.*?</A>)` on response[start:], in linear time (the regex
     # is quadratic on many closing think tags): the text ends with </A>, and the first `</T>\s*<A>` after
     # the opening tag leaves room for it (a later one can only end later).
-    text, closing = response[start:], f"</{answer_tag}>"
+    # `.rstrip()`: the reference strips `response[start:]` (its start is `<`, so only the end can change).
+    text, closing = response[start:].rstrip(), f"</{answer_tag}>"
     if not text.endswith(closing):
         return 0.0
     join = re.compile(rf"</{re.escape(think_tag)}>\s*+<{re.escape(answer_tag)}>").search(text, len(think_tag) + 2)
@@ -66,10 +89,16 @@ def paper_format_reward(response: str, think_tag: str = "thinking", answer_tag: 
 
 
 def paper_modality_reward(response: str, tag_target: str, think_tag: str = "thinking") -> float:
-    """Returns 1.0 if the text before the first think tag, stripped, equals the target tag (case-insensitive)."""
+    """Returns 1.0 if the text before the first think tag, stripped, equals the target tag, both upper-cased.
+
+    As the reference: a response without the think tag scores 0 (a bare "<X_RAY>" is no modality answer);
+    the target is compared as given (`paper_split_reference` does not strip it); and case is folded with
+    `str.upper()`, as the reference does ("ß" upper-cases to "SS", so `<ß>` equals `<SS>`; lower() differs).
+    """
     start = response.find(f"<{think_tag}>")
-    prefix = response[:start] if start >= 0 else response
-    return 1.0 if prefix.strip().lower() == tag_target.lower() else 0.0
+    if start < 0:
+        return 0.0
+    return 1.0 if response[:start].strip().upper() == tag_target.upper() else 0.0
 
 
 # --- the hardened rules (medix preset) --------------------------------------------------------
