@@ -1,7 +1,7 @@
-"""Differential fuzz test: the `paper` preset against the reference's own `compute_score`.
+"""Differential fuzz test: the `paper` preset against the reference's `compute_score`.
 
-The reference's rule functions are a verbatim copy in `_reference_medical.py` (its judge and embedder
-stubbed); both sides get the same generated responses and solutions (random tags, whitespace, casing,
+The reference's rules are restated from their specification in `_reference_spec.py` (judge and embedder
+passed in); both sides get the same generated responses and solutions (random tags, whitespace, casing,
 missing or extra tags, periods, unicode) and the same deterministic judge and embedding stubs. Compared:
 the format and modality rewards, the exact-match shortcut and invalid-answer rule, the exact text sent to
 the judge and to the embedder, and the overall reward, bit for bit.
@@ -26,7 +26,7 @@ from medix_ray.rewards import rules
 from medix_ray.rewards.composite import CompositeScorer, RewardItem, RewardSpec, composite_reward
 from medix_ray.rewards.judge import JudgeVerdict, judge_prompt, parse_verdict
 
-_spec = importlib.util.spec_from_file_location("_reference_medical", Path(__file__).with_name("_reference_medical.py"))
+_spec = importlib.util.spec_from_file_location("_reference_spec", Path(__file__).with_name("_reference_spec.py"))
 ref = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ref)
 
