@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -247,11 +248,11 @@ class RewardIngress:
         api.state.token = token
         api.state.max_body_bytes = cfg.serve.max_body_bytes
 
-    async def score(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Handle API: the same breakdowns as POST /v1/rewards, as dicts."""
-        parsed = [RewardRequestItem(**it) for it in items]
-        out = await self.scorer.score([RewardItem(i.id, i.question, i.response, i.reference) for i in parsed])
-        return [bd.to_dict() for bd in out]
+    async def score(self, items: list[RewardItem]) -> list[RewardBreakdown]:
+        """Handle API: the same breakdowns as POST /v1/rewards, typed (the trainer's path)."""
+        for item in items:
+            RewardRequestItem(**asdict(item))  # the HTTP route's checks (sizes, types), errors naming the field
+        return await self.scorer.score(items)
 
     @api.post("/v1/rewards", response_model=RewardResponse, dependencies=[Depends(_auth)])
     async def rewards(self, request: RewardRequest) -> RewardResponse:

@@ -116,20 +116,8 @@ def _as_scores(bd: RewardBreakdown) -> dict[str, float]:
                 f"item {bd.id} is unscored ({bd.status}); set MEDIX_RAY_ON_UNSCORED=zero "
                 "to score such items 0 as the reference does"
             )
-        return {
-            "overall": 0.0,
-            "format": bd.format or 0.0,
-            "accuracy_llm": bd.accuracy_llm or 0.0,
-            "accuracy_embed": bd.accuracy_embed or 0.0,
-            "modality": bd.modality or 0.0,
-        }
-    return {
-        "overall": bd.overall,
-        "format": bd.format,
-        "accuracy_llm": bd.accuracy_llm,
-        "accuracy_embed": bd.accuracy_embed,
-        "modality": bd.modality,
-    }
+        return {"overall": 0.0, **{c: v or 0.0 for c, v in bd.components().items()}}
+    return {"overall": bd.overall, **bd.components()}
 
 
 def verl_compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None) -> dict:

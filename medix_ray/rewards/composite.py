@@ -69,9 +69,21 @@ class RewardItem:
     reference: str
 
 
+# The registry of the reward's components: the breakdown's fields, in the order of `composite_reward`'s
+# arguments; their metric names are `reward/<component>` (training) and `val/<component>` (validation).
+COMPONENTS = ("format", "accuracy_llm", "accuracy_embed", "modality")
+
+
+def component_metric(component: str, prefix: str = "reward") -> str:
+    """Returns the metric name of a component (`reward/format`, `val/accuracy_llm`, ...)."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown reward component {component!r}; the components are {COMPONENTS}")
+    return f"{prefix}/{component}"
+
+
 @dataclass
 class RewardBreakdown:
-    """The reward of one item: overall, each component, and how each was decided."""
+    """The reward of one item: overall, each component (COMPONENTS), and how each was decided."""
 
     id: str
     overall: float | None
@@ -89,6 +101,10 @@ class RewardBreakdown:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def components(self) -> dict[str, float | None]:
+        """Returns {component: value} in registry order."""
+        return {c: getattr(self, c) for c in COMPONENTS}
 
 
 @dataclass(frozen=True)
@@ -280,7 +296,7 @@ class CompositeScorer:
                     w.breakdown.status["accuracy_llm"] = v.status
         for w in works:
             bd = w.breakdown
-            parts = (bd.format, bd.accuracy_llm, bd.accuracy_embed, bd.modality)
+            parts = tuple(bd.components().values())
             bd.overall = None if any(p is None for p in parts) else composite_reward(*parts, self.spec.weights)
         return [w.breakdown for w in works]
 

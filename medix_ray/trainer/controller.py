@@ -48,6 +48,7 @@ from medix_ray.data.images import PixelBounds
 from medix_ray.data.output_format import OutputFormat
 from medix_ray.data.prompt_length import PromptLengthCheck
 from medix_ray.data.schema import Sample
+from medix_ray.rewards.composite import COMPONENTS, RewardBreakdown, RewardItem, component_metric
 from medix_ray.rollout.fleet import Rollout
 from medix_ray.trainer.timeline import Timeline, plot_timeline
 
@@ -56,11 +57,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ScoredGroup:
-    """One prompt's n responses with their rewards (None: unscored) and breakdowns."""
+    """The trajectory record of one prompt's group, from rollout through reward to the learner batch: the
+    rollout (sample, prompt token ids, each response's token ids, engine log-probs, policy version), each
+    response's reward (None: unscored) and typed breakdown, and, once trained on, its advantages."""
 
     rollout: Rollout
     rewards: list[float | None]  # composite reward + overlong shaping; the advantage's input
-    breakdowns: list[dict[str, Any]]
+    breakdowns: list[RewardBreakdown]
+    advantages: list[float] | None = None  # set by the update that trains on the group
     status: str = "kept"  # kept (trained on) | filtered (dynamic sampling) | stale (async: too old)
     rollout_s: float = 0.0  # async mode: this group's generation and scoring times
     reward_s: float = 0.0
@@ -276,17 +280,11 @@ class Trainer:
         return rollouts
 
     def _score(self, rollouts: list[Rollout], name: str, step: int) -> list[ScoredGroup]:
-        items = []
-        for g, ro in enumerate(rollouts):
-            for k, resp in enumerate(ro.responses):
-                items.append(
-                    {
-                        "id": f"{ro.sample.id}#{g}.{k}",
-                        "question": ro.sample.problem,
-                        "response": resp.text,
-                        "reference": ro.sample.solution,
-                    }
-                )
+        items = [
+            RewardItem(f"{ro.sample.id}#{g}.{k}", ro.sample.problem, resp.text, ro.sample.solution)
+            for g, ro in enumerate(rollouts)
+            for k, resp in enumerate(ro.responses)
+        ]
         counts = {"responses": len(items)}
         with self.timeline.span("reward", name, step=step, version=self.synced_version, counts=counts):
             breakdowns = self.rewards.score.remote(items).result(timeout_s=1800)
@@ -301,7 +299,7 @@ class Trainer:
                 penalty = overlong_penalty(lengths, self.cfg.rollout.max_tokens, a.overlong_buffer, a.overlong_penalty)
                 shaping = penalty.tolist()
             rewards = [
-                None if bd["overall"] is None else float(bd["overall"]) + p for bd, p in zip(bds, shaping, strict=True)
+                None if bd.overall is None else float(bd.overall) + p for bd, p in zip(bds, shaping, strict=True)
             ]
             groups.append(ScoredGroup(ro, rewards, bds))
         return groups
@@ -413,17 +411,14 @@ class Trainer:
     ) -> dict[str, float]:
         bds = [bd for g in sampled for bd in g.breakdowns]
         responses = [r for g in sampled for r in g.rollout.responses]
-        unscored = sum(bd["overall"] is None for bd in bds)
+        unscored = sum(bd.overall is None for bd in bds)
         self.counters["unscored_responses"] += unscored
         self.counters["rollout_retries"] += self.fleet.retries - self._retries_seen  # counters survive resumes
         self._retries_seen = self.fleet.retries
         token_logps = [lp for r in responses for lp in r.logprobs]
         m: dict[str, Any] = {
-            "reward/mean": _mean([bd["overall"] for bd in bds]),
-            "reward/format": _mean([bd["format"] for bd in bds]),
-            "reward/accuracy_llm": _mean([bd["accuracy_llm"] for bd in bds]),
-            "reward/accuracy_embed": _mean([bd["accuracy_embed"] for bd in bds]),
-            "reward/modality": _mean([bd["modality"] for bd in bds]),
+            "reward/mean": _mean([bd.overall for bd in bds]),
+            **{component_metric(c): _mean([getattr(bd, c) for bd in bds]) for c in COMPONENTS},
             "reward/shaped_mean": _mean([r for g in sampled for r in g.rewards]),
             "reward/unscored": float(unscored),
             "groups/sampled": float(len(sampled)),
@@ -447,6 +442,8 @@ class Trainer:
         rewards = torch.tensor([[math.nan if r is None else r for r in g.rewards] for g in kept], dtype=torch.float32)
         valid = torch.tensor([g.valid for g in kept])
         adv = group_advantages(rewards, cfg.algorithm.advantage, valid=valid)
+        for g, row in zip(kept, adv.tolist(), strict=True):
+            g.advantages = row
         samples: list[Sample] = [g.rollout.sample for g in kept for _ in range(n)]
         response_ids = [r.token_ids or [self._eos()] for g in kept for r in g.rollout.responses]
         # The rollout's own prompt token ids, not a second rendering (tests/learner/test_rollout_batch.py)
@@ -503,10 +500,9 @@ class Trainer:
         groups = self._score(rollouts, "validate", self.step)
         bds = [bd for g in groups for bd in g.breakdowns]
         return {
-            "val/reward_mean": _mean([bd["overall"] for bd in bds]),
-            "val/format": _mean([bd["format"] for bd in bds]),
-            "val/accuracy_llm": _mean([bd["accuracy_llm"] for bd in bds]),
-            "val/unscored": float(sum(bd["overall"] is None for bd in bds)),
+            "val/reward_mean": _mean([bd.overall for bd in bds]),
+            **{component_metric(c, "val"): _mean([getattr(bd, c) for bd in bds]) for c in COMPONENTS},
+            "val/unscored": float(sum(bd.overall is None for bd in bds)),
             "time/val_s": time.monotonic() - t0,
         }
 
@@ -687,7 +683,8 @@ def format_step(step: int, total: int, m: dict[str, Any]) -> str:
 
 
 def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
-    """Returns one record per response: sample, policy version, text, length, reward and breakdown."""
+    """Returns one record per response: sample, policy version, status, text, length, reward, advantage and
+    breakdown (rollouts.jsonl)."""
     return [
         {
             "sample_id": g.rollout.sample.id,
@@ -697,10 +694,11 @@ def rollout_records(groups: list[ScoredGroup]) -> list[dict[str, Any]]:
             "tokens": len(resp.token_ids),
             "finish_reason": resp.finish_reason,
             "reward": reward,
-            "breakdown": bd,
+            "advantage": None if g.advantages is None else g.advantages[k],
+            "breakdown": bd.to_dict(),
         }
         for g in groups
-        for resp, reward, bd in zip(g.rollout.responses, g.rewards, g.breakdowns, strict=True)
+        for k, (resp, reward, bd) in enumerate(zip(g.rollout.responses, g.rewards, g.breakdowns, strict=True))
     ]
 
 

@@ -142,8 +142,9 @@ def plot_curves(metrics_path: str | Path, out_dir: str | Path) -> list[Path]:
     reward_lines = [(steps, [r.get("reward/mean") for r in rows], "o", "train reward (mean)")]
     if val:
         reward_lines.append((*zip(*val, strict=True), "s", "validation reward (mean)"))
-    components = ("reward/format", "reward/accuracy_llm", "reward/accuracy_embed", "reward/modality")
-    component_lines = [(steps, [r.get(k) for r in rows], ".", k.split("/")[1]) for k in components]
+    from medix_ray.rewards.composite import COMPONENTS, component_metric
+
+    component_lines = [(steps, [r.get(component_metric(c)) for r in rows], ".", c) for c in COMPONENTS]
     return [
         _plot(plt, out_dir / "reward.png", "composite reward", reward_lines),
         _plot(plt, out_dir / "components.png", "component mean", component_lines),

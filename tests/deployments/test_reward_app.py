@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from medix_ray.config import load_config
+from medix_ray.rewards.composite import RewardBreakdown, RewardItem
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 TOKEN = os.environ["MEDIX_RAY_TEST_TOKEN"]
@@ -78,7 +79,9 @@ def test_http_and_handle_return_the_same_breakdowns(service):
     via_http = _post(url, items)
     assert via_http.status_code == 200, via_http.text
     body = via_http.json()
-    via_handle = handle.score.remote(items).result()
+    typed = handle.score.remote([RewardItem(**i) for i in items]).result()  # the trainer's typed path
+    assert all(isinstance(bd, RewardBreakdown) for bd in typed)
+    via_handle = [bd.to_dict() for bd in typed]
 
     def same(rows):  # the second call is served from the verdict cache: "cached" where the first said "scored"
         return [{**r, "status": {k: v.replace("cached", "scored") for k, v in r["status"].items()}} for r in rows]

@@ -194,6 +194,7 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
     import medix_ray.learner.batch
     from medix_ray.config import load_config
     from medix_ray.data.schema import Sample
+    from medix_ray.rewards.composite import RewardBreakdown
     from medix_ray.rollout.fleet import Response, Rollout
     from medix_ray.trainer.controller import Trainer
 
@@ -215,9 +216,8 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
 
         def _remote(self, items):
             calls.append("score")
-            bds = [dict.fromkeys(("format", "accuracy_llm", "accuracy_embed", "modality"), 0.5) for _ in items]
-            for k, bd in enumerate(bds):
-                bd["overall"] = float(k % 2)  # varied within each group
+            # overall varied within each group
+            bds = [RewardBreakdown(item.id, float(k % 2), 0.5, 0.5, 0.5, 0.5) for k, item in enumerate(items)]
             return types.SimpleNamespace(result=lambda timeout_s: bds)
 
     class Learner:
@@ -237,7 +237,7 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
             calls.append("push")
             return types.SimpleNamespace(version=version, replicas=2, verified=True, gb_per_s=1.0)
 
-    def batch(samples, prompt_ids, response_ids, adv, renderer, bounds):
+    def batch(samples, prompt_ids, response_ids, adv, renderer, bounds, behaviour_logp=None):
         return types.SimpleNamespace(loss_mask=torch.ones(len(samples), 2), old_logp=None, ref_logp=None)
 
     monkeypatch.setattr(medix_ray.learner.batch, "build_rollout_batch", batch)
