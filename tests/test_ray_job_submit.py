@@ -1,6 +1,8 @@
 """`ray job submit` the way README.md and docs/training.md show it: a cluster started with `ray start`
 (token authentication on, the venv not on the cluster's PATH), the repository uploaded with
 `--working-dir .`, and three jobs: the training dry-run, a 1-step training run, a 2-item evaluation.
+The jobs judge with the test session's judge server (one vLLM engine fewer each): a second judge in
+the job's cluster, beside the session's engines, took the machine past Ray's memory threshold.
 
 The cluster gets its own ports and temp dir. It is stopped by the process ids this module started
 (never `ray stop`, which stops every Ray cluster on the machine, other users' included)."""
@@ -259,11 +261,12 @@ def test_train_dry_run_job_sees_the_uploaded_code_without_venv_or_runs(cluster):
     assert '"CPU": 4.0' in logs
 
 
-def test_one_step_training_job_writes_its_run_folder(cluster, tmp_path):
+def test_one_step_training_job_writes_its_run_folder(cluster, judge_url, tmp_path):
+    # The session's judge server (127.0.0.1) judges: one vLLM engine fewer to start in the job's cluster.
     out = tmp_path / "run"
     job = cluster.submit(
         VENV_PYTHON, "jobs/train.py", "--verbose", "--config", TRAIN_CONFIG, *SMALL_TRAINING,
-        f"trainer.output_dir={out}", f"serve.port={cluster.serve_port}",
+        f"trainer.output_dir={out}", f"serve.port={cluster.serve_port}", f"reward.judge.base_url={judge_url}",
     )  # fmt: skip
     status, logs = cluster.wait(job, timeout=1200)
     assert status == "SUCCEEDED", logs[-6000:]
@@ -279,12 +282,13 @@ def test_one_step_training_job_writes_its_run_folder(cluster, tmp_path):
     assert "ServeReplica" in logs or "RayTrainWorker" in logs, logs[-3000:]
 
 
-def test_two_item_evaluation_job_writes_its_report(cluster, tmp_path):
+def test_two_item_evaluation_job_writes_its_report(cluster, judge_url, tmp_path):
+    # The session's judge server judges (as for training): the job's cluster starts the candidate only.
     out = tmp_path / "eval"
     job = cluster.submit(
         VENV_PYTHON, "jobs/evaluate.py", "--model", "smollm2-135m-instruct",
         "eval.tasks=[mmlu_anatomy,medqa]", "eval.data_dir=tests/eval/fixtures", "eval.limit=1",
-        "eval.max_tokens=16", "eval.judge_structured=true", f"eval.output_dir={out}",
+        "eval.max_tokens=16", "eval.judge_structured=true", f"eval.judge={judge_url}", f"eval.output_dir={out}",
     )  # fmt: skip
     status, logs = cluster.wait(job, timeout=900)
     assert status == "SUCCEEDED", logs[-6000:]
