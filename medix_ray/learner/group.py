@@ -244,10 +244,9 @@ class LearnerGroup:
         """Posts a call of `LearnerWorker.API` (e.g. "update", "sync.push") to every rank without waiting;
         `payloads` holds one entry per rank, or None. For calls that must overlap another party's work
         (a weight-sync broadcast with the rollout replicas)."""
-        from medix_ray.learner.worker import LearnerWorker
+        from medix_ray.learner.worker import check_call
 
-        if method not in LearnerWorker.API:
-            raise ValueError(f"unknown learner call {method!r}; the learner answers {', '.join(LearnerWorker.API)}")
+        check_call(method)  # refused here, before anything is posted
         return self._submit(method, payloads, method)
 
     def call(self, method: str, payloads: list[Any] | None = None) -> list[Any]:

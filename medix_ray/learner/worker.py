@@ -148,6 +148,12 @@ def _resolve(payload: Any) -> Any:
     return ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
 
 
+def check_call(name: str) -> None:
+    """Raises ValueError for a call name outside `LearnerWorker.API`, listing the API."""
+    if name not in LearnerWorker.API:
+        raise ValueError(f"unknown learner call {name!r}; the learner answers {', '.join(LearnerWorker.API)}")
+
+
 class LearnerWorker:
     """One rank of the learner group (inside a Ray Train worker, after the process group is up)."""
 
@@ -249,8 +255,7 @@ class LearnerWorker:
         (worker, payload)."""
         if callable(call):
             return call(self, _resolve(payload))
-        if call not in self.API:
-            raise ValueError(f"unknown learner call {call!r}; the learner answers {', '.join(self.API)}")
+        check_call(call)
         target: Any = self
         for part in call.split("."):
             target = getattr(target, part)

@@ -207,13 +207,18 @@ class Trainer:
         self.version = int(state.get("version", self.step))
         self.counters.update(state.get("counters", {}))
         cursor = state.get("cursor", {})
-        self.stream.restore(cursor, pending=cursor.get("pending", []))  # prompts in flight at the checkpoint
+        self._restore_stream(cursor)
         if self.step:
             logger.info("resumed at step %d (data cursor %s)", self.step, cursor)
         self.sync = WeightSync(self.learner, self.fleet, self.cfg.sync)
         self._push()
         if self.cfg.trainer.mode == "async":
             self._start_driver()
+
+    def _restore_stream(self, cursor: dict[str, Any]) -> None:
+        """Moves the prompt stream to a saved cursor; async mode's pending prompts (in flight when it was
+        read) come again first."""
+        self.stream.restore(cursor, pending=cursor.get("pending", []))
 
     def _start_driver(self) -> None:
         from medix_ray.trainer.rollout_driver import RolloutDriver
@@ -362,8 +367,7 @@ class Trainer:
         """One update on a batch of finished groups from the rollout driver; the fleet keeps generating."""
         if self.driver is None or self.driver.stopped:  # a run or step after the last run ended
             if self.driver is not None:
-                cursor = self.driver.cursor()
-                self.stream.restore(cursor, pending=cursor["pending"])
+                self._restore_stream(self.driver.cursor())
             self._start_driver()
         batch = self.driver.take(self.version)
         for g in batch.stale:

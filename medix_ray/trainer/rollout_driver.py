@@ -179,16 +179,18 @@ class RolloutDriver:
             self._cond.notify_all()
 
     # -- checkpoints and shutdown ---------------------------------------------------------
+    def _pending(self) -> list[Coord]:  # under the lock
+        return sorted([*self._inflight.values(), *(r.coord for r in self._ready)])
+
     def pending(self) -> list[Coord]:
         """The stream coordinates of prompts taken but neither trained on nor dropped, in order."""
         with self._cond:
-            return sorted([*self._inflight.values(), *(r.coord for r in self._ready)])
+            return self._pending()
 
     def cursor(self) -> dict[str, Any]:
         """The stream's cursor and the pending coordinates, read together (what a checkpoint stores)."""
         with self._cond:
-            pending = sorted([*self._inflight.values(), *(r.coord for r in self._ready)])
-            return {**self.stream.state(), "pending": [list(c) for c in pending]}
+            return {**self.stream.state(), "pending": [list(c) for c in self._pending()]}
 
     @property
     def stopped(self) -> bool:
