@@ -14,10 +14,11 @@ server runs as `python -m vllm.entrypoints.openai.api_server`.
 The server runs in its own session, so it and the engine processes it forks form one process group;
 `stop` ends the whole group (SIGTERM, then SIGKILL after a grace period), never the leader alone.
 When the process that started it dies without stopping it (a Serve replica killed with SIGKILL),
-a small guard process (`python -m medix_ray.rewards.judge_server --guard PGID`, told by Linux when
-its parent dies) ends the group: the parent-death signal reaches only the leader, and vLLM's engine
-process outlived it, holding gigabytes. It
-gets an allow-listed environment (`judge_server_env`): what Python, torch and vLLM need, not the API
+a detached guard process (`start_guard`: its own session, a child of init) ends the group. Detached,
+because Ray SIGKILLs the direct children of a worker that dies: the leader and a guard started as its
+sibling died with the replica, and vLLM's engine process outlived them, holding gigabytes (seen in
+the test suite). The guard polls the starter and the leader and ends the group when either is gone.
+The server gets an allow-listed environment (`judge_server_env`): what Python, torch and vLLM need, not the API
 keys, tokens and credentials of the process that starts it.
 """
 
@@ -187,7 +188,6 @@ class LocalJudgeServer:
         self.kv_cache_space_gib = kv_cache_space_gib
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
-        self._guard: subprocess.Popen | None = None  # ends the group if this process dies without stop()
 
     @property
     def base_url(self) -> str:
@@ -216,14 +216,7 @@ class LocalJudgeServer:
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
         )
-        self._guard = subprocess.Popen(
-            [sys.executable, "-m", "medix_ray.rewards.judge_server", "--guard", str(self.process.pid)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
+        start_guard(self.process.pid, env)
 
     def wait_ready(self) -> str:
         """Returns the base URL once /health answers; raises if the process exits or the start-up times out."""
@@ -256,10 +249,7 @@ class LocalJudgeServer:
         """Stops the server and every process it started (its process group); a no-op when none is left."""
         if self.process is not None:
             stop_process_group(self.process, grace_s)
-        if self._guard is not None and self._guard.poll() is None:
-            self._guard.terminate()  # the group is gone: the guard exits at once
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._guard.wait(timeout=10)
+        # The guard sees the group gone and exits within half a second.
 
     def __enter__(self) -> str:
         return self.start()
@@ -268,15 +258,47 @@ class LocalJudgeServer:
         self.stop()
 
 
-def guard_group(pgid: int, grace_s: float = 30.0) -> None:
-    """Waits while the process group `pgid` lives; on SIGTERM (its starter died: PR_SET_PDEATHSIG) ends the
-    group as `stop_process_group` does. Runs as `python -m medix_ray.rewards.judge_server --guard PGID`."""
+def start_guard(pgid: int, env: dict[str, str] | None = None) -> None:
+    """Starts the guard of the process group `pgid`, which this process leads the start of: a detached
+    process (its own session, a child of init) that ends the group when this process or the group's leader
+    dies without `stop()`. Detached, because Ray SIGKILLs the direct children of a worker that dies (a
+    killed Serve replica): the leader then dies at once and its engine process would be orphaned."""
+    starter = subprocess.Popen(
+        [sys.executable, "-m", "medix_ray.rewards.judge_server", "--guard", str(pgid), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
+    starter.wait(timeout=60)  # it forks the guard and exits
+
+
+def _started_at(pid: int) -> str | None:
+    """The start time of process `pid` (field 22 of /proc/PID/stat), or None when it is gone or a zombie:
+    a pid reused by a new process has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def guard_group(pgid: int, starter: int, grace_s: float = 30.0) -> None:
+    """Waits while the process group `pgid` lives; when the process that started it (`starter`) or the
+    group's leader dies first, or on SIGTERM, ends the group as `stop_process_group` does. Runs detached, as
+    `python -m medix_ray.rewards.judge_server --guard PGID STARTER` (see `start_guard`)."""
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    starter_at, leader_at = _started_at(starter), _started_at(pgid)
     while _group_alive(pgid) and not stopping:
+        if _started_at(starter) != starter_at or _started_at(pgid) != leader_at:
+            break  # the starter died without stop(), or the leader died and left its children
         time.sleep(0.5)
-    if not stopping:
-        return
+    else:
+        if not stopping:
+            return  # the group ended by itself or by stop()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -287,7 +309,9 @@ def guard_group(pgid: int, grace_s: float = 30.0) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--guard":
-        guard_group(int(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--guard":
+        if os.fork():  # the guard is the grandchild: a child of init, out of its starter's process tree
+            os._exit(0)
+        guard_group(int(sys.argv[2]), int(sys.argv[3]))
     else:
-        sys.exit("usage: python -m medix_ray.rewards.judge_server --guard PGID")
+        sys.exit("usage: python -m medix_ray.rewards.judge_server --guard PGID STARTER_PID")

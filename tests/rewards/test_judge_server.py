@@ -81,18 +81,34 @@ def test_the_server_gets_only_allow_listed_variables_and_no_secrets():
 
 _STARTER = """
 import subprocess, sys, time
-from medix_ray.rewards.judge_server import _die_with_parent
+from medix_ray.rewards.judge_server import _die_with_parent, start_guard
 leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True, preexec_fn=_die_with_parent)
-subprocess.Popen([sys.executable, "-m", "medix_ray.rewards.judge_server", "--guard", str(leader.pid)],
-                 preexec_fn=_die_with_parent)
+start_guard(leader.pid)
 print(leader.pid, flush=True)
 time.sleep(300)
 """
 
 
-def test_the_guard_ends_the_group_when_its_starter_is_killed():
-    """A Serve replica killed with SIGKILL cannot stop its server; the leader gets the parent-death
-    signal, but its children (vLLM's engine process) would live on without the guard."""
+def _members(pgid: int, n: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    members: list[int] = []
+    while time.monotonic() < deadline and len(members) < n:
+        out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
+        members = [int(p) for p in out.split()]
+        time.sleep(0.05)
+    assert len(members) >= n, members
+    return members
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_the_guard_ends_the_group_when_its_starter_and_its_direct_children_are_killed():
+    """A Serve replica killed with SIGKILL cannot stop its server, and Ray then SIGKILLs the replica's direct
+    children too (the server's leader among them): the leader's children (vLLM's engine process) would live
+    on without the guard, which is no child of the replica."""
     import os
     import sys
     from pathlib import Path
@@ -100,17 +116,52 @@ def test_the_guard_ends_the_group_when_its_starter_is_killed():
     root = Path(__file__).resolve().parents[2]
     starter = subprocess.Popen([sys.executable, "-c", _STARTER], stdout=subprocess.PIPE, text=True, cwd=root)
     pgid = int(starter.stdout.readline())
-    deadline = time.monotonic() + 10
-    members: list[int] = []
-    while time.monotonic() < deadline and len(members) < 2:
-        out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
-        members = [int(p) for p in out.split()]
-        time.sleep(0.05)
-    assert len(members) >= 2, members  # the shell and its sleep
-    time.sleep(2)  # the guard has started and installed its handler
+    members = _members(pgid, 2)  # the shell and its sleep
+    children = _children_of(starter.pid)
+    assert children == [pgid]  # the guard is detached: not the starter's child
     os.kill(starter.pid, 9)
+    for pid in children:  # what Ray does to a dead worker's children
+        os.kill(pid, 9)
     starter.wait()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(_alive(p) for p in members):
         time.sleep(0.2)
     assert not any(_alive(p) for p in members), "the server's group outlived its killed starter"
+
+
+def test_the_guard_ends_the_group_when_only_the_leader_dies():
+    """The leader killed alone (an OOM kill) leaves the engine process: the guard ends the rest."""
+    import os
+
+    from medix_ray.rewards.judge_server import start_guard
+
+    leader = _group("sleep 300 & wait")
+    members = _members(leader.pid, 2)
+    start_guard(leader.pid)
+    time.sleep(1)
+    os.kill(leader.pid, 9)
+    leader.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in members):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in members), "the leader's children outlived it"
+
+
+def test_the_guard_leaves_when_the_group_is_stopped():
+    leader = _group("sleep 300 & wait")
+    from medix_ray.rewards.judge_server import start_guard
+
+    start_guard(leader.pid)
+    time.sleep(1)
+    guards = [p for p in _pids_matching(f"--guard {leader.pid} ")]
+    assert len(guards) == 1
+    stop_process_group(leader, grace_s=5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(guards[0]):
+        time.sleep(0.2)
+    assert not _alive(guards[0]), "the guard outlived the group it guarded"
+
+
+def _pids_matching(text: str) -> list[int]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in out.splitlines() if text in line + " "]

@@ -45,15 +45,48 @@ def _timeline(path):
     return read_spans(path / "timeline.jsonl")
 
 
-def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_path):
-    """tiny_cpu.yaml: steps sync with verified checksums; a killed rollout replica is replaced and
-    re-synced; a killed learner worker is restarted from the last checkpoint with the data cursor."""
-    import ray
+@pytest.fixture(scope="class")
+def text_run(ray_cluster, judge_url, tmp_path_factory):
+    """One tiny_cpu.yaml stack (rollout fleet, reward app, learner group) for the sync test and the async
+    test that continues its run: the mode is read at each step, and a stack start costs minutes here."""
+    path = tmp_path_factory.mktemp("text_run")
+    extra = ["trainer.steps=2", "trainer.checkpoint_interval=1", "trainer.max_staleness=1"]
+    trainer = _trainer(path, "configs/tiny_cpu.yaml", extra, judge_url)
+    yield trainer, path
+    trainer.shutdown()
 
-    trainer = _trainer(
-        tmp_path, "configs/tiny_cpu.yaml", ["trainer.steps=2", "trainer.checkpoint_interval=1"], judge_url
-    )
-    try:
+
+def _kill_one_train_worker():
+    import os
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
+            os.kill(proc.pid, signal.SIGKILL)
+            time.sleep(1)
+            return
+    pytest.fail("no RayTrainWorker process to kill")
+
+
+def _kill_the_rollout_replica(ray):
+    (replica,) = [
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "medix-rollout#rollout" in a["name"]
+    ]
+    ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
+
+
+class TestTextRun:
+    """Sync, then async, on one tiny_cpu.yaml stack (the class's fixture: it is stopped before the VLM test
+    starts its own, with the same Serve application names)."""
+
+    def test_text_run_learns_syncs_and_survives_faults(self, text_run):
+        """tiny_cpu.yaml: steps sync with verified checksums; a killed rollout replica is replaced and
+        re-synced; a killed learner worker is restarted from the last checkpoint with the data cursor."""
+        import ray
+
+        trainer, tmp_path = text_run
         summary = trainer.run(progress=False)
         rows = _rows(tmp_path)
         assert [r["step"] for r in rows] == [1, 2]
@@ -68,10 +101,7 @@ def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_p
 
         # Fault 1: kill the rollout replica. Serve replaces it; its first request is refused as stale
         # (version 0 < 2), the controller re-forms the sync group and pushes version 2, the step goes on.
-        (replica,) = [
-            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "medix-rollout#rollout" in a["name"]
-        ]
-        ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
+        _kill_the_rollout_replica(ray)
         formations = trainer.sync.formations
         result = trainer.train_step()
         assert trainer.fleet.retries >= 1 and trainer.sync.formations > formations
@@ -88,22 +118,56 @@ def test_text_run_learns_syncs_and_survives_faults(ray_cluster, judge_url, tmp_p
         assert summary["restarts"] == 1 and summary["steps"] == 4
         # Steps 1-3 were trained before the restart; the log keeps each step once.
         assert [r["step"] for r in _rows(tmp_path)][-1] == 4
-    finally:
-        trainer.shutdown()
 
+    def test_async_run_bounds_staleness_survives_faults_and_loses_no_prompt(self, text_run):
+        """The same run goes on with trainer.mode=async: rollouts stream while the learner trains; no trajectory
+        older than max_staleness is trained on (rollouts.jsonl); a killed rollout replica and a killed learner
+        worker recover; the learner's restart re-issues the prompts in flight at its checkpoint: every prompt
+        drawn from the stream in async mode is trained on (or dropped) exactly once, or still pending."""
+        import ray
 
-def _kill_one_train_worker():
-    import os
-    import signal
+        from medix_ray.trainer.stream import PromptStream
 
-    import psutil
+        trainer, tmp_path = text_run
+        first = trainer.step + 1  # the first async step (5 after the sync test)
+        start = trainer.stream.state()["position"]  # a sync run ends with nothing in flight
+        trainer.cfg.trainer.mode = "async"
+        trainer.cfg.trainer.steps = first + 1
+        trainer.run(progress=False)
+        # Fault 1: the rollout replica dies while the driver has groups in flight.
+        retries = trainer.fleet.retries
+        _kill_the_rollout_replica(ray)
+        trainer.cfg.trainer.steps = first + 2
+        trainer.run(progress=False)
+        assert trainer.fleet.retries > retries
+        # Fault 2: a learner worker dies; the group restarts from the last checkpoint, whose cursor lists the
+        # prompts then in flight.
+        restarts = trainer.restarts
+        _kill_one_train_worker()
+        trainer.cfg.trainer.steps = first + 3
+        summary = trainer.run(progress=False)
+        assert summary["restarts"] == restarts + 1 and summary["steps"] == first + 3
+        cursor = trainer.driver.cursor()
+        fresh = PromptStream(
+            trainer.stream.ds, trainer.stream.report, seed=trainer.cfg.data.seed, shuffle=trainer.cfg.data.shuffle
+        )
+        drawn = fresh.take_indexed(cursor["position"])[start:]  # epoch 0 only: 528 training prompts
 
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
-            os.kill(proc.pid, signal.SIGKILL)
-            time.sleep(1)
-            return
-    pytest.fail("no RayTrainWorker process to kill")
+        rows = [r for r in _rows(tmp_path) if r["step"] >= first]
+        assert [r["step"] for r in rows] == [first, first + 1, first + 2, first + 3]
+        assert [r["policy/version"] for r in rows] == [float(s) for s in range(first, first + 4)]
+        assert all(r["policy/version_lag_max"] <= 1 and "offpolicy/is_weight_mean" in r for r in rows)
+        records = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
+        records = [r for r in records if r["step"] >= first]
+        trained = [r for r in records if r["status"] == "kept"]
+        assert trained and all((r["step"] - 1) - r["version"] <= 1 for r in trained)  # update `step` starts at step-1
+        assert any((r["step"] - 1) - r["version"] == 1 for r in trained), "generation never overlapped an update"
+        groups = sorted({(r["step"], r["sample_id"]) for r in records})
+        consumed = [sample_id for _, sample_id in groups]
+        pending = {tuple(c) for c in cursor["pending"]}
+        still_pending = [s.id for c, s in drawn if c in pending]
+        assert sorted(consumed + still_pending) == sorted(s.id for _, s in drawn)  # none lost, none twice
+        assert {s.lane for s in _timeline(tmp_path)} >= {"reward", "learner", "sync"}
 
 
 def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_path):
@@ -139,54 +203,3 @@ def test_vlm_run_with_images_and_two_mini_batches(ray_cluster, judge_url, tmp_pa
         *("rollout/generate", "rollout/validate", "reward/score", "reward/validate"),
         *("learner/logprobs", "learner/update", "learner/save", "sync/push"),
     }
-
-
-def test_async_run_bounds_staleness_survives_faults_and_loses_no_prompt(ray_cluster, judge_url, tmp_path):
-    """trainer.mode=async on tiny_cpu.yaml: rollouts stream while the learner trains; no trajectory older than
-    max_staleness is trained on (rollouts.jsonl); a killed rollout replica and a killed learner worker recover;
-    the learner's restart re-issues the prompts in flight at its checkpoint: every prompt drawn from the stream
-    is trained on (or dropped) exactly once, or still pending."""
-    import ray
-
-    from medix_ray.trainer.stream import PromptStream
-
-    extra = ["trainer.mode=async", "trainer.max_staleness=1", "trainer.steps=2", "trainer.checkpoint_interval=1"]
-    trainer = _trainer(tmp_path, "configs/tiny_cpu.yaml", extra, judge_url)
-    try:
-        trainer.run(progress=False)
-        # Fault 1: the rollout replica dies while the driver has groups in flight.
-        (replica,) = [
-            a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "medix-rollout#rollout" in a["name"]
-        ]
-        ray.kill(ray.get_actor(replica, namespace="serve"), no_restart=True)
-        trainer.cfg.trainer.steps = 3
-        trainer.run(progress=False)
-        assert trainer.fleet.retries >= 1
-        # Fault 2: a learner worker dies; the group restarts from the step-3 checkpoint, whose cursor lists
-        # the prompts then in flight.
-        _kill_one_train_worker()
-        trainer.cfg.trainer.steps = 4
-        summary = trainer.run(progress=False)
-        assert summary["restarts"] == 1 and summary["steps"] == 4
-        cursor = trainer.driver.cursor()
-        fresh = PromptStream(
-            trainer.stream.ds, trainer.stream.report, seed=trainer.cfg.data.seed, shuffle=trainer.cfg.data.shuffle
-        )
-        drawn = fresh.take_indexed(cursor["position"])  # epoch 0 only: 528 training prompts
-    finally:
-        trainer.shutdown()
-
-    rows = _rows(tmp_path)
-    assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert [r["policy/version"] for r in rows] == [1.0, 2.0, 3.0, 4.0]
-    assert all(r["policy/version_lag_max"] <= 1 and "offpolicy/is_weight_mean" in r for r in rows)
-    records = [json.loads(line) for line in (tmp_path / "rollouts.jsonl").read_text().splitlines()]
-    trained = [r for r in records if r["status"] == "kept"]
-    assert trained and all((r["step"] - 1) - r["version"] <= 1 for r in trained)  # update `step` starts at step-1
-    assert any((r["step"] - 1) - r["version"] == 1 for r in trained), "generation never overlapped an update"
-    groups = sorted({(r["step"], r["sample_id"]) for r in records})
-    consumed = [sample_id for _, sample_id in groups]
-    pending = {tuple(c) for c in cursor["pending"]}
-    still_pending = [s.id for c, s in drawn if c in pending]
-    assert sorted(consumed + still_pending) == sorted(s.id for _, s in drawn)  # none lost, none twice
-    assert {s.lane for s in _timeline(tmp_path)} >= {"reward", "learner", "sync"}
