@@ -182,7 +182,8 @@ def test_ranks_with_fewer_micro_batches_split_and_pad_without_changing_the_gradi
 def test_smollm2_logprobs_and_gradient_equal_per_row(smollm2_path):
     """Real text (log-probs of natural answers). With random token ids (log-probs near -19) the two layouts
     differ by up to 1.5e-5, 8 float32 ulps at that magnitude; the per-row path differs from itself by
-    6e-6 between micro-batches of 5 and 1 rows (docs/learner.md)."""
+    6e-6 between micro-batches of 5 and 1 rows on one machine, 1.3e-5 on another (other CPU kernels): the
+    bound is 1e-5 or twice the per-row path's own variation, whichever is larger (docs/learner.md)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
@@ -205,8 +206,10 @@ def test_smollm2_logprobs_and_gradient_equal_per_row(smollm2_path):
             responses.append(tok(answer)["input_ids"])
     batch = build_batch(prompts, responses, torch.linspace(-1, 1, len(prompts)), pad_id=0)
     reference = batch_logprobs(model.eval(), batch, Layout.per_row(5))
+    noise = (batch_logprobs(model, batch, Layout.per_row(1)) - reference).abs().max().item()
+    bound = max(1e-5, 2 * noise)
     for budget in (10_000, 40):
-        assert (batch_logprobs(model, batch, Layout.shared(budget)) - reference).abs().max() < 1e-5
+        assert (batch_logprobs(model, batch, Layout.shared(budget)) - reference).abs().max() < bound, noise
     assert_same_gradient(model, batch, budgets=[40])
 
 
