@@ -295,13 +295,12 @@ def guard_group(pgid: int, starter: int, grace_s: float = 30.0) -> None:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     starter_at, leader_at = _started_at(starter), _started_at(pgid)
-    while _group_alive(pgid) and not stopping:
-        if _started_at(starter) != starter_at or _started_at(pgid) != leader_at:
-            break  # the starter died without stop(), or the leader died and left its children
-        time.sleep(0.5)
-    else:
-        if not stopping:
+    while True:
+        if not _group_alive(pgid):
             return  # the group ended by itself or by stop()
+        if stopping or _started_at(starter) != starter_at or _started_at(pgid) != leader_at:
+            break  # told to, or the starter died without stop(), or the leader died and left its children
+        time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s

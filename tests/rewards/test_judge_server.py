@@ -20,14 +20,27 @@ def _alive(pid: int) -> bool:
 
 def _children_pids(proc: subprocess.Popen, n: int) -> list[int]:
     """Returns the pids of the group's other members, once `n` of them exist."""
+    return [p for p in _members(proc.pid, n + 1) if p != proc.pid]
+
+
+def _members(pgid: int, n: int) -> list[int]:
+    """Returns the pids of the group `pgid` (its leader included), once `n` of them exist."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ps", "-o", "pid=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
-        pids = [int(p) for p in out.split() if int(p) != proc.pid]
-        if len(pids) >= n:
-            return pids
+    members: list[int] = []
+    while time.monotonic() < deadline and len(members) < n:
+        out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
+        members = [int(p) for p in out.split()]
         time.sleep(0.05)
-    raise AssertionError(f"the group of {proc.pid} never had {n} children")
+    assert len(members) >= n, f"the group of {pgid} never had {n} members: {members}"
+    return members
+
+
+def _all_dead(pids: list[int], timeout_s: float) -> bool:
+    """Waits up to `timeout_s` for every process of `pids` to be gone; returns whether they are."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return not any(_alive(p) for p in pids)
 
 
 def test_stop_ends_the_whole_group_not_just_its_leader():
@@ -89,17 +102,6 @@ time.sleep(300)
 """
 
 
-def _members(pgid: int, n: int) -> list[int]:
-    deadline = time.monotonic() + 10
-    members: list[int] = []
-    while time.monotonic() < deadline and len(members) < n:
-        out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
-        members = [int(p) for p in out.split()]
-        time.sleep(0.05)
-    assert len(members) >= n, members
-    return members
-
-
 def _children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -123,10 +125,7 @@ def test_the_guard_ends_the_group_when_its_starter_and_its_direct_children_are_k
     for pid in children:  # what Ray does to a dead worker's children
         os.kill(pid, 9)
     starter.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(p) for p in members):
-        time.sleep(0.2)
-    assert not any(_alive(p) for p in members), "the server's group outlived its killed starter"
+    assert _all_dead(members, 30), "the server's group outlived its killed starter"
 
 
 def test_the_guard_ends_the_group_when_only_the_leader_dies():
@@ -141,10 +140,7 @@ def test_the_guard_ends_the_group_when_only_the_leader_dies():
     time.sleep(1)
     os.kill(leader.pid, 9)
     leader.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(p) for p in members):
-        time.sleep(0.2)
-    assert not any(_alive(p) for p in members), "the leader's children outlived it"
+    assert _all_dead(members, 30), "the leader's children outlived it"
 
 
 def test_the_guard_leaves_when_the_group_is_stopped():
@@ -153,13 +149,10 @@ def test_the_guard_leaves_when_the_group_is_stopped():
 
     start_guard(leader.pid)
     time.sleep(1)
-    guards = [p for p in _pids_matching(f"--guard {leader.pid} ")]
+    guards = _pids_matching(f"--guard {leader.pid} ")
     assert len(guards) == 1
     stop_process_group(leader, grace_s=5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(guards[0]):
-        time.sleep(0.2)
-    assert not _alive(guards[0]), "the guard outlived the group it guarded"
+    assert _all_dead(guards, 10), "the guard outlived the group it guarded"
 
 
 def _pids_matching(text: str) -> list[int]:
