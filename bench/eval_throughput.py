@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -233,7 +232,6 @@ def main() -> None:
     out = ROOT / args.out
     shutil.rmtree(out, ignore_errors=True)
     items = bench_items(args.samples, out / "data")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
     structured = not args.unstructured
     baseline = run_baseline(

@@ -140,7 +140,6 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench/reward_throughput.json")
     args = parser.parse_args()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     items = sample_items(args.items, args.group, ROOT / "runs/bench/reward_items.jsonl")
     n = len(items)

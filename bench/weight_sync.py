@@ -77,7 +77,7 @@ def main() -> None:
     from medix_ray.rollout.fleet import RolloutFleet
     from medix_ray.sync.coordinator import WeightSync
 
-    ray.init(num_cpus=4, runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}})
+    ray.init(num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     cfg = load_config(
         ROOT / "configs/tiny_cpu.yaml",
         [

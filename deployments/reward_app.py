@@ -351,10 +351,9 @@ def start_reward_service(
             token_env=cfg.serve.auth_token_env,
         )
     if not ray.is_initialized():
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.kv_cache_space_gib)}
         if address is None and num_cpus is None:
             num_cpus = max(os.cpu_count() or 1, 4)
-        ray.init(address=address, num_cpus=num_cpus, runtime_env={"env_vars": env}, **console.ray_init_kwargs())
+        ray.init(address=address, num_cpus=num_cpus, **console.ray_init_kwargs())
         console.quiet_libraries()
         console.link_ray_logs()
     serve.start(

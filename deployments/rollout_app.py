@@ -51,7 +51,7 @@ class RolloutDeployment:
     """One vLLM engine; `generate` for rollouts, `join_sync` / `update_weights` for weight sync."""
 
     def __init__(self, cfg: MedixConfig, model_path: str):
-        set_cpu_env(cfg.rollout)
+        set_cpu_env()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -275,7 +275,6 @@ def build_rollout_app(cfg: MedixConfig, model_path: str) -> serve.Application:
     """Returns the rollout deployment with `rollout.replicas` replicas."""
     r = cfg.rollout
     gpus = r.num_gpus_per_replica if on_gpu() else 0
-    env = {} if on_gpu() else {"VLLM_CPU_KVCACHE_SPACE": str(r.kv_cache_space_gib)}
     return (
         serve.deployment(RolloutDeployment)
         .options(
@@ -283,7 +282,7 @@ def build_rollout_app(cfg: MedixConfig, model_path: str) -> serve.Application:
             num_replicas=r.replicas,
             max_ongoing_requests=1024,
             health_check_period_s=5,
-            ray_actor_options={"num_cpus": r.num_cpus_per_replica, "num_gpus": gpus, "runtime_env": {"env_vars": env}},
+            ray_actor_options={"num_cpus": r.num_cpus_per_replica, "num_gpus": gpus},
         )
         .bind(cfg, model_path)
     )

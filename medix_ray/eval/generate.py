@@ -73,7 +73,7 @@ class CandidateGenerator:
         from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, set_cpu_env
 
         cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
-        set_cpu_env(cfg)
+        set_cpu_env()
         from vllm import LLM
 
         self.max_tokens = max_tokens

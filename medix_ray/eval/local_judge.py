@@ -49,7 +49,7 @@ class InProcessTransport:
         from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env
 
         cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
-        set_cpu_env(cfg)
+        set_cpu_env()
         from vllm import LLM
 
         path = resolve_model(model)

@@ -487,7 +487,7 @@ def check_judge(base_url: str, model: str, cfg: EvalConfig) -> None:
     asyncio.run(judge.check())
 
 
-def connect_ray(address: str | None = None, kv_cache_space_gib: int = 1) -> None:
+def connect_ray(address: str | None = None) -> None:
     """Connects to the Ray cluster at `address`, or starts a local one sized for this machine, unless connected."""
     import os
 
@@ -501,7 +501,7 @@ def connect_ray(address: str | None = None, kv_cache_space_gib: int = 1) -> None
     ray.init(
         address=address,
         num_cpus=num_cpus,
-        runtime_env={"env_vars": worker_env(kv_cache_space_gib)},
+        runtime_env={"env_vars": worker_env()},
         log_to_driver=False,  # the candidate and judge engines' output stays in the Ray session logs
     )
     from medix_ray import console
@@ -569,7 +569,7 @@ def run_evaluation(
     def judge_endpoint() -> tuple[str, str]:
         """Returns (judge, model name) for JudgeWorker: a checked URL and its model, or the local model."""
         if is_serve_judge(cfg.judge):  # a Serve app's judge: checked on the cluster it runs on
-            connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
+            connect_ray(address)
             return cfg.judge, serve_judge.check(cfg.judge, cfg.judge_timeout_s).model
         if in_process:
             return cfg.judge, cfg.judge_model or folder_safe(cfg.judge)
@@ -592,7 +592,7 @@ def run_evaluation(
                 )
             t0 = time.monotonic()
             judge, judge_model = judge_endpoint() if overlap else ("", "")
-            connect_ray(address, rollout_cfg.kv_cache_space_gib if rollout_cfg else 1)
+            connect_ray(address)
             if overlap:
                 result.generated, result.judged = generate_and_judge(
                     items, gen_store, stores, model_path, judge, judge_model, cfg, rollout_cfg, progress, pixel_bounds

@@ -136,6 +136,7 @@ def server_command(
     profile: str = "tuned",
     max_model_len: int = 2048,
     host: str = "127.0.0.1",
+    kv_cache_space_gib: float = 1.0,
 ) -> list[str]:
     """Returns the argv that starts the vLLM OpenAI server for a judge."""
     if profile not in PROFILES:
@@ -159,8 +160,10 @@ def server_command(
     ]
     if not _on_gpu():
         from medix_ray.models import engine_dtype
+        from medix_ray.rollout.vllm_engine import kv_cache_bytes
 
         cmd += ["--dtype", engine_dtype("auto", on_gpu=False), "--enforce-eager", "--gpu-memory-utilization", "0.3"]
+        cmd += ["--kv-cache-memory-bytes", str(kv_cache_bytes(kv_cache_space_gib))]
     if profile == "tuned":
         cmd += ["--enable-prefix-caching", "--block-size", "32", "--max-num-seqs", "64"]
     return cmd
@@ -177,7 +180,7 @@ class LocalJudgeServer:
         port: int | None = None,
         max_model_len: int = 2048,
         startup_timeout_s: float = 300.0,
-        kv_cache_space_gib: int = 1,
+        kv_cache_space_gib: float = 1.0,
     ):
         self.model = model
         self.served_model = model
@@ -204,11 +207,18 @@ class LocalJudgeServer:
         Call it from a thread that outlives the server (the main thread): Linux delivers the parent-death
         signal when the launching *thread* exits, which would stop a server launched from a worker thread.
         """
-        cmd = server_command(resolve_model(self.model), self.port, self.served_model, self.profile, self.max_model_len)
+        cmd = server_command(
+            resolve_model(self.model),
+            self.port,
+            self.served_model,
+            self.profile,
+            self.max_model_len,
+            kv_cache_space_gib=self.kv_cache_space_gib,
+        )
         env = judge_server_env()
         from medix_ray.rollout.vllm_engine import cpu_engine_env
 
-        for name, value in cpu_engine_env(self.kv_cache_space_gib).items():
+        for name, value in cpu_engine_env().items():
             env.setdefault(name, value)
         log = tempfile.NamedTemporaryFile(prefix="medix-judge-", suffix=".log", delete=False)
         self.log_path = Path(log.name)

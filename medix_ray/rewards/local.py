@@ -39,7 +39,9 @@ def open_scorer(cfg: MedixConfig) -> Iterator[CompositeScorer]:
     with contextlib.ExitStack() as stack:
         base_url = cfg.reward.judge.base_url
         if not base_url:
-            base_url = stack.enter_context(LocalJudgeServer(cfg.reward.judge.model))
+            base_url = stack.enter_context(
+                LocalJudgeServer(cfg.reward.judge.model, kv_cache_space_gib=cfg.rollout.kv_cache_space_gib)
+            )
         judge = OpenAIJudge.from_config(cfg.reward.judge, spec.preset, base_url=base_url)
         yield CompositeScorer(spec, judge, similarity)
 

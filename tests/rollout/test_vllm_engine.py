@@ -9,7 +9,9 @@ from medix_ray.data.schema import ImageRef, Sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-CFG = RolloutConfig(n=2, max_tokens=24, max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True)
+CFG = RolloutConfig(
+    n=2, max_tokens=24, max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True, kv_cache_space_gib=0.25
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,17 @@ def test_smollm2_generates_n_responses_in_vllm(engine_factory, smollm2_path):
     assert "opioid" in out[0].responses[0].lower()
     sampled = gen.generate(samples[:1], seed=3)
     assert len(sampled[0].responses) == 2 and all(t > 0 for t in sampled[0].response_tokens)
+
+
+def test_the_engine_holds_the_kv_cache_the_config_asks_for(engine_factory, smollm2_path):
+    """rollout.kv_cache_space_gib (0.25 GiB here, a fraction) sizes the cache the engine allocated."""
+    gen = engine_factory(smollm2_path)
+    config = gen.llm.llm_engine.vllm_config
+    text = config.model_config.hf_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    token_bytes = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * config.model_config.dtype.itemsize
+    cache_tokens = config.cache_config.num_gpu_blocks * config.cache_config.block_size  # reported by the engine
+    assert 0.95 * 2**28 < cache_tokens * token_bytes <= 2**28
 
 
 def test_text_policy_rejects_image_samples(engine_factory, smollm2_path, make_png):
