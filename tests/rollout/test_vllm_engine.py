@@ -99,3 +99,51 @@ def test_seeded_large_batch_does_not_kill_the_cpu_engine(engine_factory, smollm2
     ]
     out = gen.generate(samples, n=2, max_tokens=4, seed=7)
     assert len(out) == 40 and all(len(g.responses) == 2 for g in out)
+
+
+_ONE_PROCESS_SCRIPT = r"""
+import json, sys
+import psutil
+from medix_ray.config import ModelConfig, RolloutConfig
+from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env, single_process_llm
+
+if __name__ == "__main__":
+    set_cpu_env()
+    from vllm import LLM, SamplingParams
+
+    kwargs = engine_kwargs(sys.argv[1], RolloutConfig(max_model_len=1024, kv_cache_space_gib=0.25), False,
+                           ModelConfig(dtype="float32"))
+    prompts = [f"Case {i}. Which organ produces insulin, and what does it do?" for i in range(6)]
+    params = SamplingParams(temperature=0.0, max_tokens=40)
+    out = {}
+    builds = (("three_processes", lambda: LLM(**kwargs)), ("one_process", lambda: single_process_llm(kwargs)))
+    for name, build in builds:
+        llm = build()
+        children = [p.name() for p in psutil.Process().children(recursive=True)]
+        out[name] = {"texts": [o.outputs[0].text for o in llm.generate(prompts, params, use_tqdm=False)],
+                     "children": children}
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+    print("RESULT " + json.dumps(out))
+"""
+
+
+def test_a_single_process_engine_answers_as_the_three_process_one(smollm2_path, tmp_path):
+    """The evaluation's engines run in their actor (single_process_llm); in fp32 their greedy answers are
+    the ones vLLM's default three-process engine gives, and no engine process is left beside them."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "one_process.py"
+    script.write_text(_ONE_PROCESS_SCRIPT)  # its own process: the engine changes torch's thread settings
+    run = subprocess.run(
+        [sys.executable, str(script), smollm2_path], capture_output=True, text=True, timeout=400, check=False
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert run.returncode == 0 and lines, run.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT ") :])
+    assert out["one_process"]["texts"] == out["three_processes"]["texts"]
+    assert all(t.strip() for t in out["one_process"]["texts"])
+    assert any("EngineCore" in c for c in out["three_processes"]["children"])
+    assert not any("EngineCore" in c or "Worker" in c for c in out["one_process"]["children"])
