@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,18 +134,28 @@ def _judge_one(args: tuple) -> None:
     _append_locked(out, {"id": item["id"], "score": score, "rounds": scores})
 
 
-def run_baseline(
-    items: list,
-    model: str,
-    workers: int,
-    max_tokens: int,
-    judge_max_tokens: int,
-    structured: bool,
-    out: Path,
-    dtype: str = "auto",
-    kv_cache_gib: float = 1.0,
-) -> dict:
+@dataclass(frozen=True)
+class Shared:
+    """What both sides share: the model (candidate and judge), the request settings, the engines' setup."""
+
+    model: str = "smollm2-135m-instruct"
+    max_tokens: int = 128
+    judge_max_tokens: int = 64
+    structured: bool = True
+    dtype: str = "auto"
+    kv_cache_gib: float = 1.0
+
+
+def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
     from medix_ray.rewards.judge_server import LocalJudgeServer
+
+    model, max_tokens, judge_max_tokens, structured = (
+        shared.model,
+        shared.max_tokens,
+        shared.judge_max_tokens,
+        shared.structured,
+    )
+    server = dict(profile="reference", max_model_len=4096, dtype=shared.dtype, kv_cache_space_gib=shared.kv_cache_gib)
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -154,9 +164,7 @@ def run_baseline(
     ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
     t0 = time.monotonic()
-    with LocalJudgeServer(
-        model, profile="reference", max_model_len=4096, dtype=dtype, kv_cache_space_gib=kv_cache_gib
-    ) as url:
+    with LocalJudgeServer(model, **server) as url:
         t_up = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_gen_one, [(url, model, r, max_tokens, gen_path) for r in rows]))
@@ -165,9 +173,7 @@ def run_baseline(
     for line in open(gen_path, encoding="utf-8"):
         rec = json.loads(line)
         predictions[rec["id"]] = final_answer(rec["prediction"])
-    with LocalJudgeServer(
-        model, profile="reference", max_model_len=4096, dtype=dtype, kv_cache_space_gib=kv_cache_gib
-    ) as url:
+    with LocalJudgeServer(model, **server) as url:
         t_up2 = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
@@ -190,38 +196,29 @@ def run_baseline(
 # -- (b) medix-ray ----------------------------------------------------------------------------------------
 
 
-def run_pipeline(
-    items: list,
-    model: str,
-    max_tokens: int,
-    judge_max_tokens: int,
-    structured: bool,
-    out: Path,
-    dtype: str = "auto",
-    kv_cache_gib: float = 1.0,
-) -> dict:
+def run_pipeline(items: list, shared: Shared, out: Path) -> dict:
     import medix_ray.eval.pipeline as pipeline
     from medix_ray.config import EvalConfig, RolloutConfig
 
     cfg = EvalConfig(
         tasks=["llm"],
         output_dir=str(out),
-        max_tokens=max_tokens,
-        judge=model,
-        judge_max_tokens=judge_max_tokens,
-        judge_structured=structured,
+        max_tokens=shared.max_tokens,
+        judge=shared.model,
+        judge_max_tokens=shared.judge_max_tokens,
+        judge_structured=shared.structured,
         protocol="paper",
         n_boot=200,
-        engine_dtype=dtype,
+        engine_dtype=shared.dtype,
     )
     t0 = time.monotonic()
     result = pipeline.run_evaluation(
         cfg,
-        model,
+        shared.model,
         phases=("generate", "judge", "score"),
         progress=False,
         selection=(_specs(), items),
-        rollout_cfg=RolloutConfig(kv_cache_space_gib=kv_cache_gib),
+        rollout_cfg=RolloutConfig(kv_cache_space_gib=shared.kv_cache_gib),
     )
     seconds = time.monotonic() - t0
     rows = pipeline.PhaseStore(result.out_dir / "judgments-paper").rows()
@@ -276,32 +273,20 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     items = bench_items(args.samples, out / "data")
 
-    structured = not args.unstructured
-    baseline = run_baseline(
-        items,
-        args.model,
-        args.workers,
-        args.max_tokens,
-        args.judge_max_tokens,
-        structured,
-        out / "baseline",
-        args.dtype,
-        args.kv_cache_gib,
+    shared = Shared(
+        model=args.model,
+        max_tokens=args.max_tokens,
+        judge_max_tokens=args.judge_max_tokens,
+        structured=not args.unstructured,
+        dtype=args.dtype,
+        kv_cache_gib=args.kv_cache_gib,
     )
+    baseline = run_baseline(items, shared, args.workers, out / "baseline")
     t_ray = time.monotonic()  # starting Ray is part of the pipeline's cost
     ray.init(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     ray_init_s = time.monotonic() - t_ray
     try:
-        ours = run_pipeline(
-            items,
-            args.model,
-            args.max_tokens,
-            args.judge_max_tokens,
-            structured,
-            out / "pipeline",
-            args.dtype,
-            args.kv_cache_gib,
-        )
+        ours = run_pipeline(items, shared, out / "pipeline")
     finally:
         ray.shutdown()
     ours["seconds"] += ray_init_s

@@ -113,14 +113,15 @@ if __name__ == "__main__":
 
     kwargs = engine_kwargs(sys.argv[1], RolloutConfig(max_model_len=1024, kv_cache_space_gib=0.25), False,
                            ModelConfig(dtype="float32"))
-    prompts = [f"Case {i}. Which organ produces insulin, and what does it do?" for i in range(6)]
+    chats = [[{"role": "user", "content": f"Case {i}. Which organ produces insulin, and what does it do?"}]
+             for i in range(6)]
     params = SamplingParams(temperature=0.0, max_tokens=40)
     out = {}
     builds = (("three_processes", lambda: LLM(**kwargs)), ("one_process", lambda: single_process_llm(kwargs)))
     for name, build in builds:
         llm = build()
         children = [p.name() for p in psutil.Process().children(recursive=True)]
-        out[name] = {"texts": [o.outputs[0].text for o in llm.generate(prompts, params, use_tqdm=False)],
+        out[name] = {"texts": [o.outputs[0].text for o in llm.chat(chats, params, use_tqdm=False)],
                      "children": children}
         llm.llm_engine.engine_core.shutdown()
         del llm
