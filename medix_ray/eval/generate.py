@@ -71,7 +71,7 @@ class CandidateGenerator:
         from medix_ray.config import ModelConfig, RolloutConfig
         from medix_ray.data.images import PixelBounds
         from medix_ray.data.prompts import is_multimodal
-        from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, set_cpu_env, single_process_llm
+        from medix_ray.rollout.vllm_engine import SingleProcessLLM, engine_kwargs, load_prompt_renderer, set_cpu_env
 
         cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
         set_cpu_env()
@@ -85,7 +85,7 @@ class CandidateGenerator:
         self.tokenizer = getattr(self.renderer, "tokenizer", self.renderer)
         self.multimodal = is_multimodal(self.renderer)
         start = time.monotonic()
-        self.llm = single_process_llm(engine_kwargs(model_path, cfg, self.multimodal, ModelConfig(dtype=dtype)))
+        self.llm = SingleProcessLLM(engine_kwargs(model_path, cfg, self.multimodal, ModelConfig(dtype=dtype)))
         logger.info("candidate engine for %s up in %.1f s", model_path, time.monotonic() - start)
 
     def _request(self, row: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:

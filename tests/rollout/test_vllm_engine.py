@@ -102,10 +102,13 @@ def test_seeded_large_batch_does_not_kill_the_cpu_engine(engine_factory, smollm2
 
 
 _ONE_PROCESS_SCRIPT = r"""
-import json, sys
+import json, os, sys
+from concurrent.futures import ThreadPoolExecutor
+
+os.environ["OMP_NUM_THREADS"] = "1"  # as Ray starts an actor of num_cpus=1
 import psutil
 from medix_ray.config import ModelConfig, RolloutConfig
-from medix_ray.rollout.vllm_engine import engine_kwargs, set_cpu_env, single_process_llm
+from medix_ray.rollout.vllm_engine import SingleProcessLLM, engine_kwargs, set_cpu_env
 
 if __name__ == "__main__":
     set_cpu_env()
@@ -117,12 +120,13 @@ if __name__ == "__main__":
              for i in range(6)]
     params = SamplingParams(temperature=0.0, max_tokens=40)
     out = {}
-    builds = (("three_processes", lambda: LLM(**kwargs)), ("one_process", lambda: single_process_llm(kwargs)))
+    builds = (("three_processes", lambda: LLM(**kwargs)), ("one_process", lambda: SingleProcessLLM(kwargs)))
+    caller = ThreadPoolExecutor(1)  # Ray Data builds a UDF on one thread and calls it on another
     for name, build in builds:
         llm = build()
         children = [p.name() for p in psutil.Process().children(recursive=True)]
-        out[name] = {"texts": [o.outputs[0].text for o in llm.chat(chats, params, use_tqdm=False)],
-                     "children": children}
+        replies = caller.submit(llm.chat, chats, params, use_tqdm=False).result()
+        out[name] = {"texts": [o.outputs[0].text for o in replies], "children": children}
         llm.llm_engine.engine_core.shutdown()
         del llm
     print("RESULT " + json.dumps(out))
@@ -130,8 +134,9 @@ if __name__ == "__main__":
 
 
 def test_a_single_process_engine_answers_as_the_three_process_one(smollm2_path, tmp_path):
-    """The evaluation's engines run in their actor (single_process_llm); in fp32 their greedy answers are
-    the ones vLLM's default three-process engine gives, and no engine process is left beside them."""
+    """The evaluation's engines run in their actor (SingleProcessLLM), called from another thread than the
+    one that built them, as Ray Data does; in fp32 their greedy answers are the ones vLLM's default
+    three-process engine gives, and no engine process is left beside them."""
     import json
     import subprocess
     import sys
