@@ -145,7 +145,7 @@ class SingleProcessLLM:
         try:
             return LLM(**kwargs)
         finally:
-            del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+            os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
 
     def _run(self, method: str, *args: Any, **kwargs: Any) -> Any:
         call = getattr(self.llm, method)
