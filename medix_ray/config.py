@@ -206,6 +206,7 @@ class EvalConfig:
     # where the CPU has it natively, else fp32) | bfloat16 | float16 | float32. On CPU, float32 decodes the same
     # text whatever the batch (bf16 kernels do not: docs/evaluation.md); it is about 2x slower there.
     engine_dtype: str = "auto"
+    judge_dtype: str = ""  # a local judge's engine dtype when it should differ from engine_dtype ("": the same)
     gen_batch_size: int = 256  # items per Ray Data batch handed to the engine at once (larger: fewer decode steps)
     gen_num_cpus: float = 1.0
     gen_num_gpus: float = 0.0  # 1 on a GPU cluster: each candidate engine actor takes a GPU
@@ -229,6 +230,10 @@ class EvalConfig:
     protocol: str = "paper"  # paper (chained rounds) | independent (fresh votes) | both
     vote_temperature: float = 0.0  # independent votes; at 0 the votes are identical, so one is asked
     n_boot: int = 1000  # bootstrap resamples for the 95% intervals
+
+    def local_judge_dtype(self) -> str:
+        """Returns the dtype of the judge engine evaluation starts for a local judge model."""
+        return self.judge_dtype or self.engine_dtype
 
 
 @dataclass
@@ -292,6 +297,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("auto", "bfloat16", "float16", "float32"),
     "eval.protocol": ("paper", "independent", "both"),
     "eval.engine_dtype": ("auto", "bfloat16", "float16", "float32"),
+    "eval.judge_dtype": ("", "auto", "bfloat16", "float16", "float32"),
     "serve.judge_profile": ("tuned", "reference"),
 }
 
@@ -347,7 +353,8 @@ def _check_choices(cfg: DictConfig) -> None:
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
-            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {', '.join(choices)}")
+            listed = ", ".join(c or "''" for c in choices)
+            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {listed}")
     if cfg.rollout.kv_cache_space_gib <= 0:
         raise ConfigError(
             f"config key 'rollout.kv_cache_space_gib' is {cfg.rollout.kv_cache_space_gib}; expected > 0 (GiB)"

@@ -275,7 +275,7 @@ class JudgeWorker:
             from medix_ray.eval.local_judge import InProcessTransport
 
             self.transport = InProcessTransport.start(
-                judge, max_model_len=cfg.max_model_len, rollout_cfg=rollout_cfg, dtype=cfg.engine_dtype
+                judge, max_model_len=cfg.max_model_len, rollout_cfg=rollout_cfg, dtype=cfg.local_judge_dtype()
             )
         self.model = model
         self.loop = asyncio.new_event_loop()
@@ -576,7 +576,7 @@ def run_evaluation(
         server = LocalJudgeServer(
             cfg.judge,
             max_model_len=cfg.max_model_len,
-            dtype=cfg.engine_dtype,
+            dtype=cfg.local_judge_dtype(),
             kv_cache_space_gib=(rollout_cfg or RolloutConfig()).kv_cache_space_gib,
         )
         server.launch()  # from this thread: see LocalJudgeServer.launch

@@ -55,3 +55,39 @@ def test_an_engine_dtype_reaches_judge_servers_and_in_process_engines(monkeypatc
     assert load_config(overrides=["eval.engine_dtype=float32"]).eval.engine_dtype == "float32"
     with pytest.raises(ConfigError, match=r"'eval.engine_dtype' is 'fp8'"):
         load_config(overrides=["eval.engine_dtype=fp8"])
+
+
+def test_a_judge_dtype_of_its_own_reaches_both_kinds_of_local_judge(monkeypatch, tmp_path):
+    from medix_ray.config import EvalConfig
+    from medix_ray.eval import local_judge, pipeline
+    from medix_ray.rewards import judge_server
+
+    cfg = load_config(overrides=["eval.engine_dtype=float32", "eval.judge_dtype=bfloat16"]).eval
+    assert cfg.local_judge_dtype() == "bfloat16"
+    assert load_config(overrides=["eval.engine_dtype=float32"]).eval.local_judge_dtype() == "float32"
+    with pytest.raises(ConfigError, match=r"'eval.judge_dtype' is 'fp8'; expected one of '', auto"):
+        load_config(overrides=["eval.judge_dtype=fp8"])
+
+    started: list[str] = []
+
+    def in_process(judge, max_model_len, rollout_cfg, dtype):
+        started.append(dtype)
+        return object()
+
+    monkeypatch.setattr(local_judge.InProcessTransport, "start", staticmethod(in_process))
+    pipeline.JudgeWorker("m", "m", cfg, ["paper"])
+
+    class Server:  # stops run_evaluation where it launches the judge server
+        def __init__(self, judge, max_model_len, dtype, kv_cache_space_gib):
+            started.append(dtype)
+
+        def launch(self):
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(judge_server, "LocalJudgeServer", Server)  # run_evaluation imports it when it runs
+    served = EvalConfig(
+        output_dir=str(tmp_path), engine_dtype="float32", judge_dtype="bfloat16", judge_in_process=False
+    )
+    with pytest.raises(RuntimeError, match="stop here"):
+        pipeline.run_evaluation(served, "m", phases=("judge",), selection=([], []))
+    assert started == ["bfloat16", "bfloat16"]  # the candidate's float32 is not the judge's
