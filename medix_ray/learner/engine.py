@@ -66,14 +66,19 @@ def check_supported(cfg: LearnerConfig) -> None:
         raise ValueError(f"learner.zero_stage={cfg.zero_stage}: expected 2 or 3")
 
 
-def deepspeed_config(cfg: LearnerConfig, on_gpu: bool) -> dict[str, Any]:
-    """Returns the DeepSpeed config of a learner rank."""
+def deepspeed_config(cfg: LearnerConfig, on_gpu: bool, world_size: int) -> dict[str, Any]:
+    """Returns the DeepSpeed config of a learner rank in a group of `world_size` ranks."""
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
-    if not on_gpu and cfg.num_workers > 1:
+    if not on_gpu and world_size > 1:
         # Over gloo each collective has a fixed cost: fewer, larger buckets (DeepSpeed's default is 5e7
         # elements) cut a 135M-parameter step's gradient reduction from ~20 calls to ~3. They cost
         # 1.6 GB of buffers per rank, so a single worker (nothing to reduce) keeps the default.
         zero.update(reduce_bucket_size=int(2e8), allgather_bucket_size=int(2e8))
+    elif not on_gpu and cfg.zero_stage == 2:
+        # One rank has nothing to reduce: ZeRO-2's contiguous gradient buffer and its reduce-scatter only
+        # copy gradients. Without them a SmolLM2-135M update of 8 responses took 4.3 s instead of 4.7 s
+        # (2 cores, docs/benchmarks.md); the gradients are the same (tests/learner/test_engine.py).
+        zero.update(contiguous_gradients=False, reduce_scatter=False)
     if cfg.zero_stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     config: dict[str, Any] = {
@@ -112,11 +117,12 @@ class DeepSpeedTrainEngine:
         optimizer = None
         if not on_gpu:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         self.engine, *_ = deepspeed.initialize(
             model=model,
             model_parameters=params,
             optimizer=optimizer,
-            config=deepspeed_config(cfg, on_gpu),
+            config=deepspeed_config(cfg, on_gpu, world),
         )
         # Forward goes through the engine, not engine.module: DeepSpeed's forward registers the backward
         # hooks ZeRO-3 needs to reduce gradients correctly (through the bare module a quarter of the
