@@ -231,10 +231,6 @@ class EvalConfig:
     vote_temperature: float = 0.0  # independent votes; at 0 the votes are identical, so one is asked
     n_boot: int = 1000  # bootstrap resamples for the 95% intervals
 
-    def local_judge_dtype(self) -> str:
-        """Returns the dtype of the judge engine evaluation starts for a local judge model."""
-        return self.judge_dtype or self.engine_dtype
-
 
 @dataclass
 class ServeConfig:

@@ -71,6 +71,11 @@ def is_url(judge: str) -> bool:
     return judge.startswith(("http://", "https://"))
 
 
+def local_judge_dtype(cfg: EvalConfig) -> str:
+    """Returns the dtype of the engine evaluation starts for a local judge model (in-process or served)."""
+    return cfg.judge_dtype or cfg.engine_dtype
+
+
 def protocols(cfg: EvalConfig) -> list[str]:
     return ["paper", "independent"] if cfg.protocol == "both" else [cfg.protocol]
 
@@ -275,7 +280,7 @@ class JudgeWorker:
             from medix_ray.eval.local_judge import InProcessTransport
 
             self.transport = InProcessTransport.start(
-                judge, max_model_len=cfg.max_model_len, rollout_cfg=rollout_cfg, dtype=cfg.local_judge_dtype()
+                judge, max_model_len=cfg.max_model_len, rollout_cfg=rollout_cfg, dtype=local_judge_dtype(cfg)
             )
         self.model = model
         self.loop = asyncio.new_event_loop()
@@ -576,7 +581,7 @@ def run_evaluation(
         server = LocalJudgeServer(
             cfg.judge,
             max_model_len=cfg.max_model_len,
-            dtype=cfg.local_judge_dtype(),
+            dtype=local_judge_dtype(cfg),
             kv_cache_space_gib=(rollout_cfg or RolloutConfig()).kv_cache_space_gib,
         )
         server.launch()  # from this thread: see LocalJudgeServer.launch

@@ -63,8 +63,8 @@ def test_a_judge_dtype_of_its_own_reaches_both_kinds_of_local_judge(monkeypatch,
     from medix_ray.rewards import judge_server
 
     cfg = load_config(overrides=["eval.engine_dtype=float32", "eval.judge_dtype=bfloat16"]).eval
-    assert cfg.local_judge_dtype() == "bfloat16"
-    assert load_config(overrides=["eval.engine_dtype=float32"]).eval.local_judge_dtype() == "float32"
+    assert pipeline.local_judge_dtype(cfg) == "bfloat16"
+    assert pipeline.local_judge_dtype(load_config(overrides=["eval.engine_dtype=float32"]).eval) == "float32"
     with pytest.raises(ConfigError, match=r"'eval.judge_dtype' is 'fp8'; expected one of '', auto"):
         load_config(overrides=["eval.judge_dtype=fp8"])
 
