@@ -145,7 +145,7 @@ class Shared:
     judge_max_tokens: int = 64
     structured: bool = True
     dtype: str = "auto"
-    judge_dtype: str = ""  # the judge engines' dtype ("": dtype)
+    judge_dtype: str = "auto"  # the judge engines' dtype
     kv_cache_gib: float = 1.0
 
 
@@ -176,7 +176,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
     for line in open(gen_path, encoding="utf-8"):
         rec = json.loads(line)
         predictions[rec["id"]] = final_answer(rec["prediction"])
-    with LocalJudgeServer(model, dtype=shared.judge_dtype or shared.dtype, **server) as url:
+    with LocalJudgeServer(model, dtype=shared.judge_dtype, **server) as url:
         t_up2 = time.monotonic()
         with ProcessPoolExecutor(workers) as pool:
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
@@ -289,7 +289,7 @@ def main() -> None:
         judge_max_tokens=args.judge_max_tokens,
         structured=not args.unstructured,
         dtype=args.dtype,
-        judge_dtype=args.judge_dtype,
+        judge_dtype=args.judge_dtype or args.dtype,
         kv_cache_gib=args.kv_cache_gib,
     )
     baseline = run_baseline(items, shared, args.workers, out / "baseline")
