@@ -116,7 +116,9 @@ class DeepSpeedTrainEngine:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = None
         if not on_gpu:
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+            from medix_ray.learner.update import adamw
+
+            optimizer = adamw(params, cfg.lr, cfg.betas, cfg.weight_decay)
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         self.engine, *_ = deepspeed.initialize(
             model=model,

@@ -217,3 +217,23 @@ def test_truncated_importance_weight_corrects_for_the_behaviour_policy(on_policy
     capped, stats = _behaviour_grads(-5.0, cap=2.0, on_policy=on_policy)
     assert torch.allclose(capped, plain * 2.0, atol=1e-6, rtol=1e-4)
     assert stats.is_truncated_fraction == 1.0 and stats.is_weight_mean == pytest.approx(2.0)
+
+
+def test_the_cpu_optimizer_is_torchs_fused_adamw_and_steps_like_the_per_op_loop():
+    from medix_ray.learner.update import adamw
+
+    torch.manual_seed(0)
+    weights = [torch.randn(300, 7), torch.randn(11)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
+    params = {}
+    for fused in (True, False):
+        ps = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = adamw(ps, 1e-2, (0.9, 0.999), 0.01) if fused else torch.optim.AdamW(ps, 1e-2, weight_decay=0.01)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for step in grads:
+            for p, g in zip(ps, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        params[fused] = torch.cat([p.detach().flatten() for p in ps])
+    assert not torch.equal(params[True], torch.cat([w.flatten() for w in weights]))  # it moved
+    torch.testing.assert_close(params[True], params[False], rtol=1e-6, atol=1e-6)
