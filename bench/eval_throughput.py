@@ -294,7 +294,14 @@ def main() -> None:
     )
     baseline = run_baseline(items, shared, args.workers, out / "baseline")
     t_ray = time.monotonic()  # starting Ray is part of the pipeline's cost
-    ray.init(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    from medix_ray.cluster import local_dashboard  # as medix_ray.eval.pipeline.connect_ray starts its cluster
+
+    ray.init(
+        num_cpus=4,
+        log_to_driver=False,
+        include_dashboard=local_dashboard(),
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     ray_init_s = time.monotonic() - t_ray
     try:
         ours = run_pipeline(items, shared, out / "pipeline")

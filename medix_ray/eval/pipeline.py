@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medix_ray.cluster import worker_env
+from medix_ray.cluster import local_dashboard, worker_env
 from medix_ray.config import EvalConfig, RolloutConfig
 from medix_ray.eval import serve_judge
 from medix_ray.eval.judging import item_prompt, work_key
@@ -518,10 +518,12 @@ def connect_ray(address: str | None = None) -> None:
     # A small CPU machine is oversubscribed: Ray Data's tasks and the engine actor need whole CPUs
     # (docs/cpu_notes.md), and the engine and the judge server time-share the cores anyway.
     num_cpus = None if address else max(os.cpu_count() or 1, 4)
+    local = {} if address else {"include_dashboard": local_dashboard()}
     ray.init(
         address=address,
         num_cpus=num_cpus,
         runtime_env={"env_vars": worker_env()},
+        **local,
         log_to_driver=False,  # the candidate and judge engines' output stays in the Ray session logs
     )
     from medix_ray import console

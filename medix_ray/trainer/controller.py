@@ -41,7 +41,7 @@ import torch
 
 from medix_ray.algorithms.advantages import group_advantages
 from medix_ray.algorithms.sampling import filter_groups, overlong_penalty
-from medix_ray.cluster import worker_env
+from medix_ray.cluster import local_dashboard, worker_env
 from medix_ray.config import MedixConfig, to_yaml
 from medix_ray.console import current as current_console
 from medix_ray.data.images import PixelBounds
@@ -143,8 +143,13 @@ class Trainer:
             num_cpus = self.num_cpus
             if self.address is None and num_cpus is None and not torch.cuda.is_available():
                 num_cpus = local_cpus(cfg)
+            local = {"include_dashboard": local_dashboard()} if self.address is None else {}
             ray.init(
-                address=self.address, num_cpus=num_cpus, runtime_env={"env_vars": env}, **console.ray_init_kwargs()
+                address=self.address,
+                num_cpus=num_cpus,
+                runtime_env={"env_vars": env},
+                **local,
+                **console.ray_init_kwargs(),
             )
         console.quiet_libraries()
         console.link_ray_logs()
