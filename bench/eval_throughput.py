@@ -12,7 +12,8 @@ same text, and takes twice the KV cache per token; `--judge-dtype` gives both si
 dtype than their candidates'), same machine:
 
 (a) baseline, built the way the reference works (docs/method.md §4.1): a vLLM OpenAI server
-    with default settings for the candidate; a ProcessPoolExecutor of `workers` processes sends one
+    with default settings for the candidate (stock vLLM: `MEDIX_VLLM_READER_SPIN_S=1` turns medix-ray's
+    vLLM plugin off in its processes); a ProcessPoolExecutor of `workers` processes sends one
     chat request per item (a new client per request) and appends each answer to a JSONL file under a
     file lock; then the same for the judge, one item per task, its 3 rounds sent one after another;
 (b) medix-ray: `run_evaluation` with its defaults — one Ray Data stream generate → judge: an
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +49,7 @@ from medix_ray.eval.judging import (  # noqa: E402
     judge_prompt,
     structured_score,
 )
+from medix_ray.rollout.vllm_plugin import SPIN_ENV  # noqa: E402
 
 
 def bench_items(samples: int, data_dir: Path) -> list:
@@ -166,6 +169,9 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
         for it in items
     ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
+    # The reference runs stock vLLM: its servers' queue readers spin as vLLM's do (1 s), not as medix-ray's
+    # vLLM plugin sets them on a small CPU node (medix_ray/rollout/vllm_plugin.py).
+    os.environ[SPIN_ENV] = "1"
     t0 = time.monotonic()
     with LocalJudgeServer(model, dtype=shared.dtype, **server) as url:
         t_up = time.monotonic()
@@ -182,6 +188,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
             jobs = [(url, model, r, predictions[r["id"]], judge_max_tokens, structured, judge_path) for r in rows]
             list(pool.map(_judge_one, jobs))
     t_end = time.monotonic()
+    del os.environ[SPIN_ENV]
     judged = [json.loads(line) for line in open(judge_path, encoding="utf-8")]
     scores = {r["id"]: r["score"] for r in judged}
     return {

@@ -80,6 +80,7 @@ def test_the_server_gets_only_allow_listed_variables_and_no_secrets():
         "PATH": "/usr/bin",
         "HOME": "/home/u",
         "MEDIX_RAY_HOME": "/cache",
+        "MEDIX_VLLM_READER_SPIN_S": "1",  # medix-ray's vLLM plugin reads it in the server's processes
         "HF_HUB_OFFLINE": "1",
         "VLLM_CPU_KVCACHE_SPACE": "2",
         "VLLM_CPU_OMP_THREADS_BIND": "0-1",
