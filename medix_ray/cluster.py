@@ -25,12 +25,11 @@ def local_dashboard(cpu_count: int | None = None) -> bool:
     heads) woke often enough to take a few percent of the 2 cores that the learner and the engines
     share (docs/cpu_notes.md §7). `MEDIX_RAY_DASHBOARD=1` or `0` decides instead. A cluster started with
     `ray start` keeps its own setting."""
-    from medix_ray.rollout.vllm_engine import SMALL_CPU_NODE
+    from medix_ray.rollout.vllm_engine import is_small_cpu_node
 
     raw = os.environ.get(DASHBOARD_ENV, "").strip()
     if raw:
         if raw not in ("0", "1"):
             raise ValueError(f"{DASHBOARD_ENV}={raw!r}: expected 1 (dashboard) or 0 (none)")
         return raw == "1"
-    cpus = (os.cpu_count() or 1) if cpu_count is None else cpu_count
-    return cpus > SMALL_CPU_NODE
+    return not is_small_cpu_node(cpu_count)

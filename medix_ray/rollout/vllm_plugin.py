@@ -34,7 +34,7 @@ RECHECK_MS = 10  # the longest a reader sleeps before it looks at its queue agai
 
 def reader_spin_s(cpu_count: int | None = None, on_cpu: bool | None = None) -> float | None:
     """Returns the seconds a vLLM queue reader spins after a message, or None to keep vLLM's default."""
-    from medix_ray.rollout.vllm_engine import SMALL_CPU_NODE
+    from medix_ray.rollout.vllm_engine import is_small_cpu_node
 
     raw = os.environ.get(SPIN_ENV, "").strip()
     if raw:
@@ -49,8 +49,7 @@ def reader_spin_s(cpu_count: int | None = None, on_cpu: bool | None = None) -> f
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
-    cpus = (os.cpu_count() or 1) if cpu_count is None else cpu_count
-    return 0.0 if on_cpu and cpus <= SMALL_CPU_NODE else None
+    return 0.0 if on_cpu and is_small_cpu_node(cpu_count) else None
 
 
 def set_reader_spin(spin_s: float) -> bool:
