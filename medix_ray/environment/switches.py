@@ -69,7 +69,10 @@ def _flag(raw: str) -> bool:
 
 
 def _seconds(raw: str) -> float:
-    value = float(raw)  # ValueError for text that is not a number
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError from None  # float's own message repeats the value
     if not value >= 0:  # also refuses nan
         raise ValueError
     return value

@@ -1,7 +1,14 @@
+"""The CPU install's torchvision guard (medix_ray/environment/torchvision_guard.py) and the script that
+`make install` runs (medix_ray/setup_env.py)."""
+
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
-from medix_ray.setup_env import _MARKER, guard_registrations
+from medix_ray.environment.torchvision_guard import _MARKER, guard_registrations
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SOURCE = """import torch
 import torchvision
@@ -48,3 +55,24 @@ def test_installed_torchvision_imports_with_transformers_vision_classes():
         src = Path(importlib.util.find_spec("torchvision").origin).parent / "_meta_registrations.py"
         assert _MARKER in src.read_text() or torchvision.extension._has_ops()
     assert importlib.util.find_spec("torchaudio") is None or torch.version.cuda is not None
+
+
+def test_the_install_script_runs_as_the_makefile_calls_it():
+    out = subprocess.run(
+        [sys.executable, "medix_ray/setup_env.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "usage: medix_ray/setup_env.py [-h] [--check-only]" in out.stdout
+
+
+def test_the_environment_package_imports_no_third_party_library():
+    # setup_env runs before the install is complete; vLLM imports the plugin in each of its processes.
+    code = (
+        "import sys\n"
+        "import medix_ray.environment.torchvision_guard, medix_ray.environment.vllm_plugin\n"
+        "import medix_ray.environment.ray_init, medix_ray.environment.switches\n"
+        "print(sorted(m for m in ('torch', 'ray', 'vllm', 'transformers', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

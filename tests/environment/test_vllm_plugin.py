@@ -1,4 +1,4 @@
-"""medix-ray's vLLM plugin: idle queue readers do not spin on a small CPU node (medix_ray/rollout/vllm_plugin.py)."""
+"""The vLLM plugin: idle queue readers do not spin on a small CPU node (medix_ray/environment/vllm_plugin.py)."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from medix_ray.rollout import vllm_plugin
+from medix_ray.environment import vllm_plugin
 
 
 def test_the_spin_follows_the_node(monkeypatch):

@@ -15,7 +15,7 @@ interval becomes `RECHECK_MS`: a missed wake-up costs at most that, and an idle 
 second for a check of a few microseconds.
 
 `MEDIX_VLLM_READER_SPIN_S` sets the spin in seconds (vLLM's own 1 s: `MEDIX_VLLM_READER_SPIN_S=1`); unset,
-it is 0 on a CPU node of at most `SMALL_CPU_NODE` cores and vLLM's default elsewhere (GPU nodes, where the
+it is 0 on a small CPU node (medix_ray/environment/node.py) and vLLM's default elsewhere (GPU nodes, where the
 spin keeps a step's hand-off fast and cores are plentiful).
 """
 
@@ -24,27 +24,22 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
+
+from medix_ray.environment.node import is_small_cpu_node
+from medix_ray.environment.switches import READER_SPIN_S
 
 logger = logging.getLogger(__name__)
 
-SPIN_ENV = "MEDIX_VLLM_READER_SPIN_S"
+SPIN_ENV = READER_SPIN_S.name
 RECHECK_MS = 10  # the longest a reader sleeps before it looks at its queue again when it does not spin
 
 
 def reader_spin_s(cpu_count: int | None = None, on_cpu: bool | None = None) -> float | None:
-    """Returns the seconds a vLLM queue reader spins after a message, or None to keep vLLM's default."""
-    from medix_ray.rollout.vllm_engine import is_small_cpu_node
-
-    raw = os.environ.get(SPIN_ENV, "").strip()
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{SPIN_ENV}={raw!r}: expected seconds, a number >= 0") from None
-        if value < 0:
-            raise ValueError(f"{SPIN_ENV}={raw!r}: expected seconds, a number >= 0")
-        return value
+    """Returns the seconds a vLLM queue reader spins after a message, or None to keep vLLM's default;
+    a `MEDIX_VLLM_READER_SPIN_S` that is not a number >= 0 raises ValueError naming it."""
+    chosen = READER_SPIN_S.read()
+    if chosen is not None:
+        return chosen
     if on_cpu is None:
         from vllm.platforms import current_platform
 
