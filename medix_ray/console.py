@@ -11,7 +11,7 @@ should act on. Everything else goes to log files in the run folder, whose path i
 access logs, INFO records of every library.
 
     console = Console(Path("runs/x/logs"), verbose=False).start()
-    ray.init(**console.ray_init_kwargs())
+    init_ray()                       # medix_ray/environment/ray_init.py: log_to_driver from ray_init_kwargs()
     serve.start(logging_config=console.serve_logging_config())
     console.line("step 1/15  reward 0.312 ...")
 

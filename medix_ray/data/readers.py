@@ -28,6 +28,7 @@ import pyarrow as pa
 from medix_ray.data.bundled import bundled_path
 from medix_ray.data.modality import MODALITY_TAGS
 from medix_ray.data.schema import SAMPLE_SCHEMA, Sample, SampleError, validate_row
+from medix_ray.environment.ray_init import init_ray
 
 if TYPE_CHECKING:
     import ray.data
@@ -349,8 +350,6 @@ def read_samples(
     With `on_bad_sample="error"` the first bad sample raises SampleError (wrapped by Ray Data
     when it surfaces during execution); with `"skip"` bad samples are counted in the report.
     """
-    import ray
-
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"on_bad_sample must be 'error' or 'skip'; got {on_bad_sample!r}")
     if source == "bundled":
@@ -359,8 +358,7 @@ def read_samples(
     if fmt != "hub" and not os.path.exists(source):
         raise DataSourceError(f"data source not found: {source}")
     check_readable(source, fmt)
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True)
+    init_ray(log_to_driver=True)  # unless connected: a local cluster sized for this machine
     raw, base_dir = _open_dataset(source, fmt, split)
     counter = _make_counter_class().options(name=f"medix_skip_counter_{uuid.uuid4().hex[:8]}").remote()
     validator = _Validator(

@@ -12,6 +12,8 @@ import sys
 from typing import Any
 
 from medix_ray.config import MedixConfig
+from medix_ray.environment.node import local_cpus
+from medix_ray.environment.ray_init import init_ray
 from medix_ray.trainer.plan import resource_plan
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ def cluster_resources(address: str | None) -> dict[str, float] | None:
         return dict(ray.cluster_resources())
     if address is None:
         return None
-    ray.init(address=address)
+    init_ray(address)
     try:
         return dict(ray.cluster_resources())
     finally:
@@ -42,9 +44,7 @@ def dry_run(cfg: MedixConfig, *, address: str | None = None, cluster: dict[str, 
         cluster = cluster_resources(address)
         where = f"the cluster at {address}" if cluster is not None else where
     if cluster is None and plan.totals()["GPU"] == 0:
-        from medix_ray.trainer.controller import local_cpus
-
-        cluster = {"CPU": float(local_cpus(cfg)), "GPU": 0.0}
+        cluster = {"CPU": float(local_cpus(plan.totals()["CPU"])), "GPU": 0.0}
         where = "the local cluster medix-ray train would start (CPU oversubscribed to the plan)"
     problems = plan.check(cluster)
     if cluster is None:
