@@ -16,6 +16,7 @@ from typing import Any
 
 from medix_ray.data.images import PixelBounds, load_fitted
 from medix_ray.data.output_format import OutputFormat
+from medix_ray.data.prompts import is_multimodal, load_prompt_renderer, render_prompt
 
 # Renderers loaded in this process, by (model path, trust_remote_code): a Ray Data worker loads each once.
 _RENDERERS: dict[tuple[str, bool], Any] = {}
@@ -56,15 +57,11 @@ class PromptLengthCheck:
     def _renderer(self) -> Any:
         key = (self.model_path, self.trust_remote_code)
         if key not in _RENDERERS:
-            from medix_ray.rollout.vllm_engine import load_prompt_renderer
-
             _RENDERERS[key] = load_prompt_renderer(self.model_path, self.trust_remote_code)
         return _RENDERERS[key]
 
     def length(self, sample: Any) -> int:
         """Returns the number of prompt tokens of a `Sample`, image tokens included."""
-        from medix_ray.data.prompts import is_multimodal, render_prompt
-
         renderer = self._renderer()
         text = render_prompt(sample, renderer, self.fmt)
         if is_multimodal(renderer):

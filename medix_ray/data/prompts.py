@@ -62,6 +62,16 @@ def chat_messages(sample: Sample, fmt: OutputFormat = OutputFormat(), multimodal
     return [{"role": "user", "content": parts}]
 
 
+def load_prompt_renderer(model_path: str, trust_remote_code: bool = False) -> Any:
+    """Returns the model's processor (vision-language models) or tokenizer, whose chat template renders prompts."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if getattr(config, "vision_config", None) is not None:
+        return AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+
+
 def is_multimodal(tokenizer_or_processor: Any) -> bool:
     """Returns whether the object is a processor that takes images (has an image processor)."""
     return getattr(tokenizer_or_processor, "image_processor", None) is not None

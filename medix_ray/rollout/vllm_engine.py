@@ -20,7 +20,7 @@ from typing import Any
 from medix_ray.config import ModelConfig, RolloutConfig
 from medix_ray.data.images import PixelBounds, load_fitted
 from medix_ray.data.output_format import OutputFormat
-from medix_ray.data.prompts import is_multimodal, render_prompt
+from medix_ray.data.prompts import is_multimodal, load_prompt_renderer, render_prompt
 from medix_ray.data.schema import Sample
 from medix_ray.environment.node import is_small_cpu_node
 
@@ -157,16 +157,6 @@ class SingleProcessLLM:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.llm, name)
-
-
-def load_prompt_renderer(model_path: str, trust_remote_code: bool = False) -> Any:
-    """Returns the model's processor (vision-language models) or tokenizer, whose chat template renders prompts."""
-    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
-
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    if getattr(config, "vision_config", None) is not None:
-        return AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
 def vllm_prompt(sample: Sample, renderer: Any, fmt: OutputFormat, bounds: PixelBounds) -> dict[str, Any]:
