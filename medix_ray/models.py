@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
+
+from medix_ray.environment import switches
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class OfflineModel:
 
 
 def medix_home() -> Path:
-    """Returns the cache root: $MEDIX_RAY_HOME, else ~/.cache/medix_ray."""
-    return Path(os.environ.get("MEDIX_RAY_HOME") or Path.home() / ".cache" / "medix_ray")
+    """Returns the cache root: $MEDIX_RAY_HOME, else ~/.cache/medix_ray (medix_ray/environment/switches.py)."""
+    return switches.HOME.read()
 
 
 def _package_dir(module: str, dist: str) -> Path:

@@ -29,7 +29,8 @@ class Switch:
 
     `parse` turns a set value (stripped, not empty) into its typed value and raises ValueError when the
     value is not one of `expected`; `unset` gives the value of an unset or empty variable. `read_by` says
-    which part reads it (`medix-ray`, `make`, or `config`: a secret whose name a config holds).
+    which part reads it: `medix-ray`, `make` (the Makefile), or `secret` (medix-ray, under the name a
+    config gives, of which this is the default).
     `judge_server` marks the variables that the local judge server, a subprocess with an allow-listed
     environment (medix_ray/rewards/judge_server.py), is given."""
 
@@ -152,23 +153,22 @@ TARGET = Switch(
 )
 JUDGE_API_KEY = Switch(
     name="MEDIX_RAY_JUDGE_API_KEY",
-    meaning="the API key of an OpenAI-compatible judge (default of `judge.api_key_env` and "
+    meaning="the API key of an OpenAI-compatible judge (the default of `reward.judge.api_key_env` and "
     "`eval.judge_api_key_env`); never logged",
     default="unset: the key 'EMPTY' (a local judge server needs none)",
     expected="the key",
     parse=str,
     unset=str,
-    read_by="config",
+    read_by="secret",
 )
 SERVE_TOKEN = Switch(
     name="MEDIX_RAY_SERVE_TOKEN",
-    meaning="the bearer token of the reward service (default of `serve.auth_token_env`); never logged",
-    default="unset: no token (the service then refuses to listen beyond 127.0.0.1 unless "
-    "`serve.allow_unauthenticated`)",
+    meaning="the bearer token of the reward service (the default of `serve.auth_token_env`); never logged",
+    default="unset: no token (the service then refuses a non-loopback host unless `serve.allow_unauthenticated`)",
     expected="the token",
     parse=str,
     unset=str,
-    read_by="config",
+    read_by="secret",
 )
 
 SWITCHES: tuple[Switch, ...] = (
@@ -182,7 +182,7 @@ SWITCHES: tuple[Switch, ...] = (
     JUDGE_API_KEY,
     SERVE_TOKEN,
 )
-SECRETS = tuple(s for s in SWITCHES if s.read_by == "config")
+SECRETS = tuple(s for s in SWITCHES if s.read_by == "secret")
 BY_NAME: dict[str, Switch] = {s.name: s for s in SWITCHES}
 
 

