@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt medix_ray/setup_env.py
+$(STAMP): pyproject.toml constraints.txt medix_ray/setup_env.py medix_ray/environment/torchvision_guard.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@target=$(MEDIX_RAY_TARGET); \
 	if [ "$$target" = auto ]; then \
