@@ -1,6 +1,7 @@
 """Everything about the process environment medix-ray runs in.
 
-- `ray_init.init_ray`: starting or joining Ray, one policy for every entry point;
+- `ray_init.init_ray` (also `medix_ray.environment.init_ray`): starting or joining Ray, one policy for
+  every entry point;
 - `node`: what counts as a small CPU node, the size of a local cluster, its dashboard, the workers' env;
 - `switches`: every environment variable medix-ray reads (`MEDIX_*`), with a typed reader each;
 - `vllm_plugin`: vLLM's `vllm.general_plugins` entry point (pyproject.toml);
@@ -58,3 +59,7 @@ fails when code uses a `_`-prefixed one that is not listed here):
 - transformers 5.19.0: `PreTrainedModel.hf_quantizer`, `PretrainedConfig._name_or_path`
   (medix_ray/models.py).
 """
+
+from medix_ray.environment.ray_init import init_ray
+
+__all__ = ["init_ray"]
