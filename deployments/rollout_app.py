@@ -1,9 +1,10 @@
 """The rollout fleet: vLLM AsyncLLM engines as a Ray Serve deployment with R replicas.
 
 A request carries one sample (question text and image references; images are decoded and
-processed inside the replica), n and the sampling parameters. The reply carries, for each of the
-n responses, the token ids, the per-token log-probs of the sampled tokens, the finish reason, and
-the policy version that produced it, plus the replica's id.
+processed inside the replica, once) and its `Sampling`; the reply is a `Rollout`
+(medix_ray/trajectory.py): the n responses with their token ids, the per-token log-probs of the
+sampled tokens and the finish reason, the policy version that produced them, the replica's id, the
+prompt token ids and the processed images the learner batch reuses.
 
 Weight updates use vLLM's weight-transfer protocol (init_weight_transfer_engine →
 start_weight_update → update_weights → finish_weight_update) with our engine
@@ -12,12 +13,12 @@ loading it. Around an update the replica pauses: new requests wait at a gate, th
 once the requests in flight have finished, and the gate reopens with the new version. No request
 is lost, and none is answered by a half-updated model: a replica whose push was rejected (a bucket
 failed its digest check, or loading failed part-way, so its weights may be mixed) keeps its old
-version and refuses requests, with a retryable "stale weights" error, until a later push is
-accepted; its health check stays green so that Serve keeps it (only a dead vLLM engine fails the
+version and refuses requests, until a later push is
+accepted (`StaleWeights`); its health check stays green so that Serve keeps it (only a dead vLLM engine fails the
 check, and Serve replaces the replica).
 
     handle = serve.run(build_rollout_app(cfg), name="medix-rollout", route_prefix=None)
-    reply = handle.generate.remote(sample, {"n": 4, "max_tokens": 96}).result()
+    rollout = handle.generate.remote(sample, Sampling(n=4, max_tokens=96)).result()
 """
 
 from __future__ import annotations
@@ -37,18 +38,19 @@ from medix_ray.data.images import PixelBounds
 from medix_ray.data.output_format import OutputFormat
 from medix_ray.data.prompts import is_multimodal
 from medix_ray.data.schema import Sample
-from medix_ray.rollout.fleet import STALE
+from medix_ray.learner.batch import process_images
 from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, on_gpu, set_cpu_env, vllm_prompt
-from medix_ray.sync.receiver import PushReply, ReceiveReport
+from medix_ray.sync.receiver import BucketUpdate, JoinReply, PushReply, ReceiveReport
+from medix_ray.trajectory import ReplicaInfo, ReplicaUnhealthy, Response, Rollout, Sampling, StaleWeights
 
 logger = logging.getLogger(__name__)
-
-WORKER_EXTENSION = "medix_ray.sync.worker_ext.RolloutWorkerExtension"
-SAMPLING_KEYS = ("n", "temperature", "top_p", "top_k", "max_tokens")
 
 
 class RolloutDeployment:
     """One vLLM engine; `generate` for rollouts, `join_sync` / `update_weights` for weight sync."""
+
+    # Mixed into each vLLM worker (a subclass may name its own: the tests' fault injection, tests/sync/faults.py).
+    worker_extension = "medix_ray.sync.worker_ext.RolloutWorkerExtension"
 
     def __init__(self, cfg: MedixConfig, model_path: str):
         set_cpu_env()
@@ -69,7 +71,7 @@ class RolloutDeployment:
         self.engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(
                 **kwargs,
-                worker_extension_cls=WORKER_EXTENSION,
+                worker_extension_cls=self.worker_extension,
                 weight_transfer_config={"backend": ENGINE_NAMES[self.backend]},
             )
         )
@@ -89,37 +91,42 @@ class RolloutDeployment:
         logger.info("rollout replica %s up in %.1f s", self.replica_id, time.monotonic() - start)
 
     # -- rollouts ------------------------------------------------------------------------
-    async def generate(self, sample: Sample, sampling: dict[str, Any], min_version: int = 0) -> dict[str, Any]:
-        """Returns the n responses to one sample with token ids, log-probs, finish reasons and version.
+    async def generate(self, sample: Sample, sampling: Sampling, min_version: int = 0) -> Rollout:
+        """Returns the n responses to one sample with token ids, log-probs, finish reasons and version, and the
+        sample's images as the policy's processor made them (for the learner batch: decoded once, here).
 
         A replica that holds an older policy than `min_version` (it restarted and has not been synced
-        yet), or whose last push was rejected, refuses with a "stale weights" error; the fleet then has
-        it synced and asks again."""
+        yet), or whose last push was rejected, raises StaleWeights; the fleet then has it synced and asks
+        again."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        unknown = set(sampling) - set(SAMPLING_KEYS)
-        if unknown:
-            raise ValueError(f"unknown sampling parameters {sorted(unknown)}; expected {SAMPLING_KEYS}")
+        if not isinstance(sampling, Sampling):
+            raise TypeError(f"sampling must be a medix_ray.trajectory.Sampling; got {type(sampling).__name__}")
         if self.engine.errored:
-            raise RuntimeError(f"rollout replica {self.replica_id} is unhealthy: its vLLM engine died")
-        prompt = vllm_prompt(
-            sample, self.renderer, self.format, self.bounds
-        )  # decode images before waiting at the gate
+            raise ReplicaUnhealthy(self.replica_id)
+        # Decode and process the images before waiting at the gate.
+        prompt = vllm_prompt(sample, self.renderer, self.format, self.bounds)
+        images = None
+        if self.multimodal and sample.images:
+            fitted = prompt["multi_modal_data"]["image"]
+            images = process_images(fitted if isinstance(fitted, list) else [fitted], self.renderer)
         await self._open.wait()
         if self.refusing:
-            raise RuntimeError(f"{STALE} replica {self.replica_id} refuses requests: {self.refusing}")
+            raise StaleWeights(self.replica_id, self.refusing)
         if self.version < min_version:
-            raise RuntimeError(
-                f"{STALE} replica {self.replica_id} holds version {self.version}; the request needs {min_version}"
-            )
+            raise StaleWeights(self.replica_id, f"it holds version {self.version}; the request needs {min_version}")
         self._inflight += 1
         self._idle.clear()
         version = self.version
         try:
             # FINAL_ONLY: one output holding all n completions (streamed outputs of n > 1 arrive per child).
             params = SamplingParams(
-                **{k: v for k, v in sampling.items() if v is not None},
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                max_tokens=sampling.max_tokens,
                 logprobs=0,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
@@ -133,24 +140,23 @@ class RolloutDeployment:
         if final is None or len(final.outputs) != params.n:
             got = 0 if final is None else len(final.outputs)
             raise RuntimeError(f"vLLM returned {got} of {params.n} responses for sample {sample.id}")
-        responses = []
-        for c in final.outputs:
-            logprobs = [float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs or [], strict=False)]
-            responses.append(
-                {
-                    "text": c.text,
-                    "token_ids": list(c.token_ids),
-                    "logprobs": logprobs,
-                    "finish_reason": str(c.finish_reason),
-                }
+        responses = [
+            Response(
+                text=c.text,
+                token_ids=list(c.token_ids),
+                logprobs=[float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs or [], strict=False)],
+                finish_reason=str(c.finish_reason),
             )
-        return {
-            "sample_id": sample.id,
-            "replica": self.replica_id,
-            "version": version,
-            "prompt_token_ids": list(final.prompt_token_ids or []),
-            "responses": responses,
-        }
+            for c in final.outputs
+        ]
+        return Rollout(
+            sample=sample,
+            responses=responses,
+            version=version,
+            replica=self.replica_id,
+            prompt_token_ids=list(final.prompt_token_ids or []),
+            images=images,
+        )
 
     # -- pause / resume ------------------------------------------------------------------
     async def pause(self) -> None:
@@ -174,31 +180,31 @@ class RolloutDeployment:
                 await self.resume()
 
     # -- weight sync ---------------------------------------------------------------------
-    async def info(self) -> dict[str, Any]:
-        return {
-            "replica": self.replica_id,
-            "version": self.version,
-            "dtype": self.dtype,
-            "backend": self.backend,
-            "healthy": not self.engine.errored,
-            "refusing": self.refusing,
-            "sync_ranks": self.engine.vllm_config.parallel_config.world_size,  # one per vLLM worker
-            "pid": os.getpid(),
-        }
+    async def info(self) -> ReplicaInfo:
+        return ReplicaInfo(
+            replica=self.replica_id,
+            version=self.version,
+            dtype=self.dtype,
+            backend=self.backend,
+            healthy=not self.engine.errored,
+            refusing=self.refusing,
+            sync_ranks=self.engine.vllm_config.parallel_config.world_size,
+            pid=os.getpid(),
+        )
 
-    async def join_sync(self, ranks: dict[str, int], rendezvous: dict[str, Any]) -> dict[str, Any]:
+    async def join_sync(self, ranks: dict[str, int], rendezvous: dict[str, Any]) -> JoinReply:
         """Joins the trainer's sync group at the (first) rank the controller gave this replica."""
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest
 
         from medix_ray.sync.sender import worker_init_info
 
         if self.replica_id not in ranks:
-            return {"replica": self.replica_id, "joined": False}
+            return JoinReply(self.replica_id, joined=False)
         info = worker_init_info(rendezvous, ranks[self.replica_id])
         await self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info=info))
-        return {"replica": self.replica_id, "joined": True, "rank": ranks[self.replica_id]}
+        return JoinReply(self.replica_id, joined=True, rank=ranks[self.replica_id])
 
-    async def update_weights(self, update_info: dict[str, Any], version: int, members: list[str]) -> PushReply:
+    async def update_weights(self, update: BucketUpdate, members: list[str]) -> PushReply:
         """Pauses, receives the full weights through the transfer engine, and takes `version` only if every
         bucket checked and loaded on every worker; resumes either way.
 
@@ -210,13 +216,12 @@ class RolloutDeployment:
 
         if self.replica_id not in members:
             return PushReply(self.replica_id, skipped=True, version=self.version)
-        fault = update_info.get("fault")  # test-only (SyncFault): applied by the replica it names
-        if fault and fault.get("replica") not in ("", self.replica_id):
-            update_info = {k: v for k, v in update_info.items() if k != "fault"}
+        version = update.version
         start = time.monotonic()
         async with self.paused():
             try:
-                workers = await self._receive_push(WeightTransferUpdateRequest(update_info=update_info), version)
+                request = WeightTransferUpdateRequest(update_info=update.update_info())
+                workers = await self._receive_push(request, version)
                 failed = [w.error or "the push did not complete" for w in workers if not w.ok]
                 error = f"weight push to version {version} was rejected: {failed[0]}" if failed else ""
             except Exception as exc:  # noqa: BLE001 - any failure of the protocol rejects the push
@@ -271,12 +276,15 @@ class RolloutDeployment:
             engine.shutdown()
 
 
-def build_rollout_app(cfg: MedixConfig, model_path: str) -> serve.Application:
-    """Returns the rollout deployment with `rollout.replicas` replicas."""
+def build_rollout_app(
+    cfg: MedixConfig, model_path: str, deployment: type[RolloutDeployment] = RolloutDeployment
+) -> serve.Application:
+    """Returns the rollout deployment (`deployment`, a RolloutDeployment or subclass) with `rollout.replicas`
+    replicas."""
     r = cfg.rollout
     gpus = r.num_gpus_per_replica if on_gpu() else 0
     return (
-        serve.deployment(RolloutDeployment)
+        serve.deployment(deployment)
         .options(
             name="rollout",
             num_replicas=r.replicas,

@@ -9,7 +9,7 @@ import pytest
 
 from medix_ray import console as console_mod
 from medix_ray.console import Console
-from medix_ray.trainer.controller import format_step
+from medix_ray.trainer.reporting import format_step
 
 ROOT = Path(__file__).resolve().parents[1]
 

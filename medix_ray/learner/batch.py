@@ -1,4 +1,4 @@
-"""The training batch: prompt + response token ids, right-padded, with what the loss needs.
+"""Builds the training batch (`PolicyBatch`, medix_ray/trajectory.py): prompt + response token ids, right-padded.
 
 Shapes: `N` responses, `T` tokens (prompt + response, right-padded). Log-prob tensors are
 `[N, T - 1]`, aligned to the targets `input_ids[:, 1:]`: entry t is log π(input_ids[t + 1] | ≤ t).
@@ -11,87 +11,10 @@ group) serve the shared-prefix layout (packing.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 
 import torch
 
-
-@dataclass
-class PolicyBatch:
-    input_ids: torch.Tensor  # [N, T] long
-    attention_mask: torch.Tensor  # [N, T] long
-    loss_mask: torch.Tensor  # [N, T - 1] float: 1 where the target token is a response token
-    advantages: torch.Tensor  # [N]
-    old_logp: torch.Tensor | None = None  # [N, T - 1]
-    ref_logp: torch.Tensor | None = None  # [N, T - 1]
-    # [N, T - 1]: the rollout engine's log-probs of the sampled tokens (the behaviour policy of async mode)
-    behaviour_logp: torch.Tensor | None = None
-    pixel_values: torch.Tensor | None = None  # [P, D]
-    image_grid_thw: torch.Tensor | None = None  # [I, 3]
-    images_per_row: list[int] = field(default_factory=list)
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # other per-row model inputs, [N, T]
-    prompt_lens: torch.Tensor | None = None  # [N] long: prompt tokens of each row
-    group_ids: torch.Tensor | None = None  # [N] long: rows with one id (consecutive) share their prompt
-
-    @property
-    def size(self) -> int:
-        return self.input_ids.shape[0]
-
-    @property
-    def response_tokens(self) -> int:
-        return int(self.loss_mask.sum().item())
-
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Returns the keyword arguments of the model's forward."""
-        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, **self.extra}
-        if self.pixel_values is not None:
-            inputs["pixel_values"] = self.pixel_values
-            inputs["image_grid_thw"] = self.image_grid_thw
-        return inputs
-
-    def _images(self, start: int, stop: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Returns the (pixel_values, image_grid_thw) of rows [start, stop), or (None, None) without images."""
-        if self.pixel_values is None or self.image_grid_thw is None:
-            return None, None
-        first_image = sum(self.images_per_row[:start])
-        n_images = sum(self.images_per_row[start:stop])
-        if not n_images:
-            return None, None
-        patches = self.image_grid_thw.prod(dim=1)
-        p0 = int(patches[:first_image].sum())
-        p1 = p0 + int(patches[first_image : first_image + n_images].sum())
-        return self.pixel_values[p0:p1], self.image_grid_thw[first_image : first_image + n_images]
-
-    def row_images(self, row: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Returns one row's (pixel_values, image_grid_thw)."""
-        return self._images(row, row + 1)
-
-    def select(self, start: int, stop: int) -> PolicyBatch:
-        """Returns rows [start, stop), with their images, trimmed to the longest remaining row."""
-        width = int(self.attention_mask[start:stop].sum(dim=1).max().item()) if stop > start else 1
-        rows = slice(start, stop)
-        images = self.images_per_row[start:stop] if self.images_per_row else []
-        pixel_values, grid = self._images(start, stop)
-
-        def cut(t: torch.Tensor | None, w: int) -> torch.Tensor | None:
-            return None if t is None else t[rows, :w]
-
-        return replace(
-            self,
-            input_ids=cut(self.input_ids, width),
-            attention_mask=cut(self.attention_mask, width),
-            loss_mask=cut(self.loss_mask, width - 1),
-            advantages=self.advantages[rows],
-            old_logp=cut(self.old_logp, width - 1),
-            ref_logp=cut(self.ref_logp, width - 1),
-            behaviour_logp=cut(self.behaviour_logp, width - 1),
-            pixel_values=pixel_values,
-            image_grid_thw=grid,
-            images_per_row=images,
-            extra={k: v[rows, :width] for k, v in self.extra.items()},
-            prompt_lens=None if self.prompt_lens is None else self.prompt_lens[rows],
-            group_ids=None if self.group_ids is None else self.group_ids[rows],
-        )
+from medix_ray.trajectory import PolicyBatch, ProcessedImages
 
 
 def build_batch(
@@ -199,26 +122,34 @@ def build_sample_batch(
     return batch
 
 
+def process_images(images: Sequence, renderer) -> ProcessedImages:
+    """Returns a prompt's decoded, fitted images as the policy's image processor makes them (the rollout
+    replica calls it once per sample; the learner batch reuses the result)."""
+    encoded = renderer.image_processor(images=list(images), return_tensors="pt")
+    return ProcessedImages(encoded["pixel_values"], encoded["image_grid_thw"])
+
+
 def build_rollout_batch(
-    samples: Sequence,
+    sample_ids: Sequence[str],
     prompt_ids: Sequence[Sequence[int]],
     response_ids: Sequence[Sequence[int]],
     advantages: Sequence[float] | torch.Tensor,
     renderer,
-    bounds=None,
+    images: Sequence[ProcessedImages | None] | None = None,
     behaviour_logp: Sequence[Sequence[float]] | None = None,
 ) -> PolicyBatch:
-    """Returns the batch of rollouts from the rollout engine's own prompt token ids (no second rendering):
-    one row per response, `samples[i]` and `prompt_ids[i]` the prompt it answered; `behaviour_logp` the
-    engine's log-probs of the response tokens (async mode). Images become the
-    processor's `pixel_values` / `image_grid_thw` of the same fitted images, once per sample; a prompt whose
-    image tokens do not match its images' grids raises ValueError naming the sample."""
-    from medix_ray.data.images import PixelBounds, load_fitted
+    """Returns the batch of rollouts from the rollout engine's own prompt token ids and processed images (no
+    second rendering, no second decoding): one row per response; `sample_ids[i]`, `prompt_ids[i]` and
+    `images[i]` the prompt it answered (rows of one sample are consecutive: a group); `behaviour_logp` the
+    engine's log-probs of the response tokens (async mode). A prompt whose image tokens do not match its
+    images' grids raises ValueError naming the sample."""
     from medix_ray.data.prompts import is_multimodal
 
-    if not (len(samples) == len(prompt_ids) == len(response_ids)):
-        raise ValueError(f"{len(samples)} samples, {len(prompt_ids)} prompts, {len(response_ids)} responses")
-    bounds = bounds or PixelBounds()
+    if not (len(sample_ids) == len(prompt_ids) == len(response_ids)):
+        raise ValueError(f"{len(sample_ids)} samples, {len(prompt_ids)} prompts, {len(response_ids)} responses")
+    images = list(images) if images is not None else [None] * len(sample_ids)
+    if len(images) != len(sample_ids):
+        raise ValueError(f"{len(images)} image entries for {len(sample_ids)} rows")
     multimodal = is_multimodal(renderer)
     tok = renderer.tokenizer if multimodal else renderer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -228,31 +159,33 @@ def build_rollout_batch(
         advantages,
         pad_id,
         behaviour_logp=behaviour_logp,
-        group_ids=consecutive_groups([s.id for s in samples]),
+        group_ids=consecutive_groups(list(sample_ids)),
     )
-    if not multimodal:
+    if not any(im is not None for im in images):
         return batch
+    if not multimodal:
+        raise ValueError(
+            f"rows carry images but the policy's renderer has no image processor (sample {sample_ids[0]!r})"
+        )
     image_token = tok.convert_tokens_to_ids(renderer.image_token)
     merge = renderer.image_processor.merge_size
     pixel_values, grids, images_per_row = [], [], []
-    encoded = None
-    for i, sample in enumerate(samples):
-        if sample.images and (i == 0 or sample.id != samples[i - 1].id):
-            encoded = renderer.image_processor(images=load_fitted(sample, bounds), return_tensors="pt")
-        if sample.images:
-            grid = encoded["image_grid_thw"]
-            expected = int(grid.prod(dim=1).sum()) // merge**2
-            found = sum(1 for t in prompt_ids[i] if t == image_token)
-            if found != expected:
-                raise ValueError(
-                    f"sample {sample.id!r}: the rollout prompt holds {found} image tokens, its images' grids "
-                    f"{grid.tolist()} make {expected}; the rollout and the learner fitted the images differently"
-                )
-            pixel_values.append(encoded["pixel_values"])
-            grids.append(grid)
-        images_per_row.append(len(sample.images))
-    if pixel_values:
-        batch.pixel_values = torch.cat(pixel_values)
-        batch.image_grid_thw = torch.cat(grids)
-        batch.images_per_row = images_per_row
+    for sample_id, ids, row_images in zip(sample_ids, prompt_ids, images, strict=True):
+        if row_images is None:
+            images_per_row.append(0)
+            continue
+        grid = row_images.grid_thw
+        expected = int(grid.prod(dim=1).sum()) // merge**2
+        found = sum(1 for t in ids if t == image_token)
+        if found != expected:
+            raise ValueError(
+                f"sample {sample_id!r}: the rollout prompt holds {found} image tokens, its images' grids "
+                f"{grid.tolist()} make {expected}; the rollout and the learner fitted the images differently"
+            )
+        pixel_values.append(row_images.pixel_values)
+        grids.append(grid)
+        images_per_row.append(int(grid.shape[0]))
+    batch.pixel_values = torch.cat(pixel_values)
+    batch.image_grid_thw = torch.cat(grids)
+    batch.images_per_row = images_per_row
     return batch

@@ -1,21 +1,24 @@
 """The learner group: Ray Train TorchTrainer workers running DeepSpeed, driven by the controller.
 
 Ray Train runs a training *function* on each worker; the controller needs *methods* (log-probs,
-update, save, gather weights). Each worker therefore builds a `LearnerWorker` (worker.py) whose
-public methods are the learner's API, and a small call board actor carries the calls: the
-controller posts one call with one payload per rank, every rank runs it (so collectives such as
-`ray.train.report` and ZeRO gathers stay in step), and the controller collects the replies.
+update, save, gather weights). Each worker therefore builds a `LearnerWorker` (worker.py), and a
+small call board actor carries typed call objects (calls.py) to it: the group posts one call per
+rank, every rank runs it (so collectives such as `ray.train.report` and ZeRO gathers stay in step),
+and the group collects the typed replies.
 
     group = LearnerGroup("smollm2-135m-instruct", cfg.learner, cfg.algorithm, storage_path="/tmp/runs", name="run1")
     group.start()                        # resumes from the run's latest checkpoint if there is one
     batch.old_logp = group.compute_logprobs(batch)
-    stats = group.update(batch)          # cfg.learner.mini_batches_per_step optimizer steps
+    stats = group.update(batch)          # [UpdateStats]: cfg.learner.mini_batches_per_step optimizer steps
     group.save_checkpoint(step=1)
-    weights = group.state_dict()         # full parameters from rank 0, for weight sync
-    group.call("sync.open", [request] * group.world)     # any name of LearnerWorker.API
-    pending = group.submit("sync.push", payloads)        # overlaps another party's work; pending.result()
+    weights = group.state_dict()         # full parameters from rank 0
+    opened = group.open_sync(SyncOpen(...))              # the weight sync's methods (medix_ray/sync/)
+    pending = group.push_weights(SyncPush(...))          # overlaps the replicas' receive; pending.result()
     group.foreach_worker(lambda worker, payload: ...)    # a function run on every rank (benchmarks, tools)
     group.shutdown()
+
+One call runs at a time: `group.lock` is held by every call, and by the weight sync around a push
+(async mode re-syncs a restarted replica from a rollout thread while the main thread trains).
 
 Rows are split across ranks per mini-batch, so each mini-batch's optimizer step sees all of its
 rows; the loss is aggregated over the whole mini-batch on every rank (update.py).
@@ -36,7 +39,21 @@ from typing import Any
 import torch
 
 from medix_ray.config import AlgorithmConfig, LearnerConfig, ModelConfig
-from medix_ray.learner.batch import PolicyBatch
+from medix_ray.learner.calls import (
+    ComputeLogprobs,
+    ComputeRefLogprobs,
+    ConnectSync,
+    GatherState,
+    LearnerCall,
+    OpenSync,
+    PushWeights,
+    RunFunction,
+    SaveCheckpoint,
+    Stop,
+    Update,
+)
+from medix_ray.sync.endpoint import SyncOpen, SyncOpened, SyncPush
+from medix_ray.trajectory import PolicyBatch, UpdateStats
 
 logger = logging.getLogger(__name__)
 
@@ -46,26 +63,26 @@ def _board_class():
 
     @ray.remote(num_cpus=0)
     class CallBoard:
-        """Holds the current call and the ranks' replies (an async actor: waits do not block). A call is a
-        method name of LearnerWorker.API, a function of (worker, payload), or None (stop)."""
+        """Holds the current calls (one LearnerCall per rank) and the ranks' replies (an async actor: waits
+        do not block)."""
 
         def __init__(self, world: int):
             self.world = world
-            self.command: tuple[int, Any, list[Any]] | None = None
+            self.command: tuple[int, list[Any]] | None = None
             self.replies: dict[int, dict[int, Any]] = {}
             self.changed = asyncio.Event()
 
-        async def post(self, cmd_id: int, name: Any, payloads: list[Any]) -> None:
-            self.command = (cmd_id, name, payloads)
+        async def post(self, cmd_id: int, calls: list[Any]) -> None:
+            self.command = (cmd_id, calls)
             self.replies[cmd_id] = {}
             self.changed.set()
 
-        async def fetch(self, rank: int, after: int) -> tuple[int, Any, Any]:
+        async def fetch(self, rank: int, after: int) -> tuple[int, Any]:
             while self.command is None or self.command[0] <= after:
                 self.changed.clear()
                 await self.changed.wait()
-            cmd_id, name, payloads = self.command
-            return cmd_id, name, payloads[rank] if payloads else None
+            cmd_id, calls = self.command
+            return cmd_id, calls[rank]
 
         async def reply(self, rank: int, cmd_id: int, result: Any) -> None:
             self.replies.setdefault(cmd_id, {})[rank] = result
@@ -94,7 +111,8 @@ class LearnerError(RuntimeError):
 
 @dataclass
 class PendingCall:
-    """A call posted to every rank; `result()` waits for all replies (raises LearnerError on a failure)."""
+    """A call posted to every rank; `result()` waits for all replies, in rank order (raises LearnerError on a
+    failure)."""
 
     group: LearnerGroup
     call_id: int
@@ -102,6 +120,10 @@ class PendingCall:
 
     def result(self) -> list[Any]:
         return self.group._collect(self.call_id, self.name)
+
+    def first(self) -> Any:
+        """Waits for all replies; returns rank 0's."""
+        return self.result()[0]
 
 
 class LearnerGroup:
@@ -140,6 +162,7 @@ class LearnerGroup:
         self._thread: threading.Thread | None = None
         self._fit_error: BaseException | None = None
         self.resumed_state: dict[str, Any] = {}
+        self.lock = threading.RLock()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -194,7 +217,8 @@ class LearnerGroup:
             return
         import ray
 
-        self._submit(None, None, "stop").result()
+        with self.lock:
+            self._post([Stop()] * self.world).result()
         self._thread.join(timeout=120)
         self._thread = None
         ray.kill(self._board)
@@ -231,34 +255,46 @@ class LearnerGroup:
                 raise LearnerError(f"learner rank {rank} failed on '{name}': {r.error}")
         return replies
 
-    def _submit(self, call: Any, payloads: list[Any] | None, name: str) -> PendingCall:
+    def _post(self, calls: list[LearnerCall]) -> PendingCall:
+        """Posts one call per rank without waiting."""
         import ray
 
-        if payloads is not None and len(payloads) != self.world:
-            raise ValueError(f"learner call '{name}' got {len(payloads)} payloads for {self.world} ranks")
+        wrong = [type(c).__name__ for c in calls if not isinstance(c, LearnerCall)]
+        if wrong:
+            raise TypeError(f"learner calls are LearnerCall objects; got {wrong[0]}")
+        if len(calls) != self.world:
+            raise ValueError(
+                f"learner call {calls[0].name if calls else '?'} got {len(calls)} calls for {self.world} ranks"
+            )
         self._cmd += 1
-        ray.get(self._board.post.remote(self._cmd, call, payloads or []))
-        return PendingCall(self, self._cmd, name)
+        ray.get(self._board.post.remote(self._cmd, calls))
+        return PendingCall(self, self._cmd, calls[0].name)
 
-    def submit(self, method: str, payloads: list[Any] | None = None) -> PendingCall:
-        """Posts a call of `LearnerWorker.API` (e.g. "update", "sync.push") to every rank without waiting;
-        `payloads` holds one entry per rank, or None. For calls that must overlap another party's work
-        (a weight-sync broadcast with the rollout replicas)."""
-        from medix_ray.learner.worker import check_call
-
-        check_call(method)  # refused here, before anything is posted
-        return self._submit(method, payloads, method)
-
-    def call(self, method: str, payloads: list[Any] | None = None) -> list[Any]:
-        """Runs a call of `LearnerWorker.API` on every rank; returns the replies in rank order."""
-        return self.submit(method, payloads).result()
+    def _run(self, calls: list[LearnerCall]) -> list[Any]:
+        """Runs one call per rank; returns the replies in rank order."""
+        with self.lock:
+            return self._post(calls).result()
 
     def foreach_worker(self, fn: Callable[[Any, Any], Any], payloads: list[Any] | None = None) -> list[Any]:
         """Runs `fn(worker, payload)` on every rank (the `LearnerWorker`); returns the results in rank order.
 
         The extension point for benchmarks and tools that need the engine itself (bench/weight_sync.py's
         object-store baseline); `fn` must be importable or picklable by cloudpickle."""
-        return self._submit(fn, payloads, getattr(fn, "__name__", "function")).result()
+        return self._run([RunFunction(fn, p) for p in (payloads or [None] * self.world)])
+
+    # -- the weight sync's calls (medix_ray/sync/coordinator.py holds `lock` around a push) --------------
+    def open_sync(self, request: SyncOpen) -> SyncOpened:
+        """Opens a weight-sync group on every rank; returns rank 0's reply (its rendezvous and the specs)."""
+        return self._run([OpenSync(request)] * self.world)[0]
+
+    def connect_sync(self) -> PendingCall:
+        """Joins the sync group (rank 0 returns once every rollout worker has joined): overlaps their join."""
+        return self._post([ConnectSync()] * self.world)
+
+    def push_weights(self, request: SyncPush) -> PendingCall:
+        """Broadcasts the weights (every rank takes part: ZeRO-3 gathers): overlaps the replicas' receive.
+        `result()[0]` is rank 0's SentPush."""
+        return self._post([PushWeights(request)] * self.world)
 
     def _shards(self, batch: PolicyBatch, groups: int) -> list[Any]:
         """Returns one object ref per rank: each rank gets an equal slice of every one of `groups` chunks."""
@@ -282,7 +318,7 @@ class LearnerGroup:
 
     def compute_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Returns the current policy's token log-probs of the batch, `[N, T - 1]`."""
-        return self._gather_rows(batch, self.call("logprobs", self._shards(batch, 1)))
+        return self._gather_rows(batch, self._run([ComputeLogprobs(s) for s in self._shards(batch, 1)]))
 
     @staticmethod
     def _gather_rows(batch: PolicyBatch, parts: list[torch.Tensor]) -> torch.Tensor:
@@ -296,19 +332,19 @@ class LearnerGroup:
 
     def compute_ref_logprobs(self, batch: PolicyBatch) -> torch.Tensor:
         """Returns the frozen reference policy's token log-probs, `[N, T - 1]` (needs algorithm.kl_coef > 0)."""
-        return self._gather_rows(batch, self.call("ref_logprobs", self._shards(batch, 1)))
+        return self._gather_rows(batch, self._run([ComputeRefLogprobs(s) for s in self._shards(batch, 1)]))
 
-    def update(self, batch: PolicyBatch) -> list[dict[str, Any]]:
+    def update(self, batch: PolicyBatch) -> list[UpdateStats]:
         """Applies `learner.mini_batches_per_step` optimizer steps; returns rank 0's metrics per mini-batch."""
         k = self.learner_cfg.mini_batches_per_step
-        return self.call("update", self._shards(batch, k))[0]
+        return self._run([Update(s) for s in self._shards(batch, k)])[0]
 
     def save_checkpoint(self, **client_state: Any) -> None:
         """Writes a Ray Train checkpoint of every rank's shard (model, optimizer, scheduler, client state).
 
         The client state also records the base model, so that `medix-ray export` needs nothing else.
         """
-        self.call("save", [{"model_path": self.model_path, **client_state}] * self.world)
+        self._run([SaveCheckpoint({"model_path": self.model_path, **client_state})] * self.world)
 
     def latest_checkpoint(self) -> Path | None:
         """Returns the newest checkpoint folder of this run (Ray Train names them checkpoint_<time>)."""
@@ -320,7 +356,7 @@ class LearnerGroup:
         """Returns the full policy parameters (gathered from ZeRO shards) as CPU tensors."""
         import ray
 
-        return ray.get(self.call("state_dict")[0][0])
+        return ray.get(self._run([GatherState()] * self.world)[0][0])
 
 
 def _concat(parts: list[PolicyBatch]) -> PolicyBatch:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from medix_ray.learner.batch import PolicyBatch
 from medix_ray.learner.packing import PackedRows, block_mask, dense_mask, pack_rows, plan_micro_batches
+from medix_ray.trajectory import PolicyBatch
 
 
 @dataclass(frozen=True)

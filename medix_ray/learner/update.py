@@ -9,7 +9,6 @@ right under gradient accumulation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -23,8 +22,8 @@ from medix_ray.algorithms.losses import (
     truncated_is_weight,
 )
 from medix_ray.config import AlgorithmConfig
-from medix_ray.learner.batch import PolicyBatch
 from medix_ray.learner.logprobs import Layout, attention_backend, forward_logprobs
+from medix_ray.trajectory import PolicyBatch, UpdateStats
 
 
 class TrainEngine(Protocol):
@@ -86,24 +85,6 @@ class TorchEngine:
 
     def grad_norm(self) -> float | None:
         return self._last_norm
-
-
-@dataclass
-class UpdateStats:
-    """Metrics of one mini-batch update."""
-
-    loss: float
-    clip_fraction: float
-    ratio_mean: float
-    kl: float
-    tokens: int
-    grad_norm: float | None
-    attention: str = ""  # the attention path of the forward (logprobs.attention_backend)
-    micro_batches: int = 0
-    # Async mode (batch.behaviour_logp set): the truncated importance weights min(π_old / π_behaviour, cap)
-    is_weight_mean: float | None = None
-    is_truncated_fraction: float | None = None
-    over_budget: int = 0  # micro-batches over learner.max_tokens_per_micro_batch (a single row longer than it)
 
 
 def _global_counts(batch: PolicyBatch) -> tuple[float, float]:

@@ -1,14 +1,12 @@
 """One learner rank: the DeepSpeed engine, the frozen reference and the weight-sync endpoint, as methods.
 
 The learner group (group.py) runs `serve_worker` on every Ray Train worker. It builds a
-`LearnerWorker` and answers the controller's calls through one small dispatcher: a call names a
-public method (`"update"`) or an endpoint's method (`"sync.push"`) from `LearnerWorker.API`, or is
-a function `fn(worker, payload)` sent by `LearnerGroup.foreach_worker` (benchmarks and tools reach
-the worker that way, without a method of their own in this module).
+`LearnerWorker` and answers the group's calls: each is a typed call object (calls.py) whose
+`run(worker)` calls one of these methods and returns its typed result.
 
     worker.logprobs(shard)        # [rows, T - 1] log-probs of the current policy
     worker.ref_logprobs(shard)    # of the frozen reference (algorithm.kl_coef > 0)
-    worker.update(shard)          # learner.mini_batches_per_step optimizer steps -> [UpdateStats as dicts]
+    worker.update(shard)          # learner.mini_batches_per_step optimizer steps -> [UpdateStats]
     worker.save(client_state)     # a Ray Train checkpoint of this rank's shard
     worker.state_dict()           # rank 0: [ObjectRef of the full parameters]
     worker.sync.open/connect/push # medix_ray/sync/endpoint.py
@@ -18,15 +16,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medix_ray.config import AlgorithmConfig, LearnerConfig, ModelConfig
-from medix_ray.learner.batch import PolicyBatch
+from medix_ray.trajectory import PolicyBatch, UpdateStats
 
 logger = logging.getLogger(__name__)
 
@@ -141,24 +138,8 @@ class CallFailed:
     error: str
 
 
-def _resolve(payload: Any) -> Any:
-    """Returns a call's payload, fetched from the object store when it came as a reference."""
-    import ray
-
-    return ray.get(payload) if isinstance(payload, ray.ObjectRef) else payload
-
-
-def check_call(name: str) -> None:
-    """Raises ValueError for a call name outside `LearnerWorker.API`, listing the API."""
-    if name not in LearnerWorker.API:
-        raise ValueError(f"unknown learner call {name!r}; the learner answers {', '.join(LearnerWorker.API)}")
-
-
 class LearnerWorker:
     """One rank of the learner group (inside a Ray Train worker, after the process group is up)."""
-
-    # What the dispatcher may call by name; anything else is refused with the list.
-    API = ("logprobs", "ref_logprobs", "update", "save", "state_dict", "sync.open", "sync.connect", "sync.push")
 
     def __init__(self, config: dict[str, Any], rank: int):
         import ray.train
@@ -200,7 +181,6 @@ class LearnerWorker:
     def logprobs(self, shard: PolicyBatch) -> torch.Tensor | None:
         from medix_ray.learner.logprobs import batch_logprobs
 
-        shard = _resolve(shard)
         return batch_logprobs(self.engine.module, shard, self.layout, self.temperature) if shard.size else None
 
     def ref_logprobs(self, shard: PolicyBatch) -> torch.Tensor:
@@ -208,25 +188,22 @@ class LearnerWorker:
 
         if self.reference is None:
             raise ValueError("reference log-probs need algorithm.kl_coef > 0 (no reference model loaded)")
-        return batch_logprobs(self.reference, _resolve(shard), self.layout, self.temperature)
+        return batch_logprobs(self.reference, shard, self.layout, self.temperature)
 
-    def update(self, shard: PolicyBatch) -> list[dict[str, Any]]:
+    def update(self, shard: PolicyBatch) -> list[UpdateStats]:
         from medix_ray.learner.update import minibatch_update
 
-        shard = _resolve(shard)
         k = self.learner_cfg.mini_batches_per_step
         per_mini = shard.size // k
         return [
-            asdict(
-                minibatch_update(
-                    self.engine,
-                    shard.select(i * per_mini, (i + 1) * per_mini),
-                    self.algo,
-                    layout=self.layout,
-                    norm_length=self.norm_length,
-                    temperature=self.temperature,
-                    on_policy=k == 1,
-                )
+            minibatch_update(
+                self.engine,
+                shard.select(i * per_mini, (i + 1) * per_mini),
+                self.algo,
+                layout=self.layout,
+                norm_length=self.norm_length,
+                temperature=self.temperature,
+                on_policy=k == 1,
             )
             for i in range(k)
         ]
@@ -242,24 +219,12 @@ class LearnerWorker:
             )
         return True
 
-    def state_dict(self, _: None = None) -> list | None:
+    def state_dict(self) -> list | None:
         import ray
 
         full = gathered_state_dict(self.engine)
         # In a list: a bare ObjectRef reply would be resolved, copying the weights through the board.
         return [ray.put(full)] if self.rank == 0 else None
-
-    # -- dispatch -------------------------------------------------------------------------
-    def dispatch(self, call: str | Callable[[LearnerWorker, Any], Any], payload: Any) -> Any:
-        """Runs one call: a name from `API` (an endpoint's method as `endpoint.method`), or a function of
-        (worker, payload)."""
-        if callable(call):
-            return call(self, _resolve(payload))
-        check_call(call)
-        target: Any = self
-        for part in call.split("."):
-            target = getattr(target, part)
-        return target(payload)
 
 
 def serve_worker(config: dict[str, Any]) -> None:
@@ -269,6 +234,8 @@ def serve_worker(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
+    from medix_ray.learner.calls import Stop
+
     rank = ray.train.get_context().get_world_rank()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     board = ray.get_actor(config["board"], namespace=config["namespace"])
@@ -276,15 +243,13 @@ def serve_worker(config: dict[str, Any]) -> None:
     ray.get(board.reply.remote(rank, 0, {"ready": True, "state": worker.state}))
     last = 0
     while True:
-        call_id, call, payload = ray.get(board.fetch.remote(rank, last))
+        call_id, call = ray.get(board.fetch.remote(rank, last))
         last = call_id
-        if call is None:  # stop
-            ray.get(board.reply.remote(rank, call_id, None))
-            worker.sync.close()
-            return
         try:
-            result = worker.dispatch(call, payload)
+            result = call.run(worker)
         except Exception as exc:  # reported to the controller, which raises it with the rank
-            logger.exception("learner rank %d failed on %s", rank, getattr(call, "__name__", call))
+            logger.exception("learner rank %d failed on %s", rank, call.name)
             result = CallFailed(f"{type(exc).__name__}: {exc}")
         ray.get(board.reply.remote(rank, call_id, result))
+        if isinstance(call, Stop):
+            return

@@ -1,12 +1,12 @@
 """The learner side of weight sync, as the sync package's own endpoint on every learner rank.
 
 The learner worker (medix_ray/learner/worker.py) holds one `LearnerSyncEndpoint` and exposes it as
-`sync`; the coordinator reaches its methods through the learner group's dispatcher
-(`group.call("sync.open", ...)`), with typed requests:
+`sync`; the coordinator reaches its methods through the learner group's typed calls
+(medix_ray/learner/calls.py):
 
-    opened = group.call("sync.open", [SyncOpen("gloo", 64 << 20, world_size=3, dtype="bfloat16")] * world)
-    pending = group.submit("sync.connect")          # returns once every rollout worker has joined
-    pending = group.submit("sync.push", [SyncPush(specs, checksum=True)] * world)
+    opened = group.open_sync(SyncOpen("gloo", 64 << 20, world_size=3, dtype="bfloat16"))   # SyncOpened
+    pending = group.connect_sync()                   # returns once every rollout worker has joined
+    sent = group.push_weights(SyncPush(specs, checksum=True)).first()                    # SentPush
 
 Every rank runs every call (ZeRO-3 gathers are collectives); only rank 0 transmits.
 """
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from medix_ray.sync.buckets import ParamSpec
+from medix_ray.sync.sender import SentPush
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,15 @@ class LearnerSyncEndpoint:
             specs=self._specs(request.dtype),
         )
 
-    def connect(self, _: None = None) -> bool:
+    def connect(self) -> bool:
         if self._sender is None:
             raise RuntimeError("sync.connect before sync.open")
         if self.rank == 0:
             self._sender.connect()
         return True
 
-    def push(self, request: SyncPush) -> dict[str, Any]:
-        """Sends the current parameters; returns the sender's report (bytes, buckets, checksum)."""
+    def push(self, request: SyncPush) -> SentPush:
+        """Sends the current parameters; returns what was sent (bytes, buckets, checksum)."""
         if self._sender is None:
             raise RuntimeError("sync.push before sync.open")
         specs = [ParamSpec(n, d, tuple(shape)) for n, d, shape in request.specs]

@@ -13,28 +13,19 @@ as its tensors have arrived), so the weights may be mixed.
     report = receive_push(group, update, load=model.load_weights, device="cpu")
     report.ok, report.error            # True, "" when every bucket checked and loaded
 
-`SyncFault` is a test-only hook (tests/sync): a push may carry one to corrupt a received bucket or
-to fail mid-load on one replica. Production pushes carry none, and nothing changes without one.
+The tests inject faults from outside (tests/sync/faults.py wraps a replica's group and loader);
+nothing here knows about them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
 from medix_ray.sync.buckets import ParamSpec, bucket_digest, bucket_nbytes, plan_buckets, push_digest, unpack
-
-
-@dataclass(frozen=True)
-class SyncFault:
-    """Test-only: a fault injected on the rollout side of one push (tests/sync)."""
-
-    replica: str = ""  # the replica that applies it ("" = every replica)
-    flip_bit_in_bucket: int = -1  # flips one bit of this bucket's received bytes, before its check
-    fail_after_buckets: int = -1  # raises after this many buckets were loaded (a failure mid-load)
 
 
 @dataclass
@@ -45,7 +36,16 @@ class BucketUpdate:
     bucket_bytes: int
     checksum: bool = True
     version: int = 0
-    fault: dict[str, Any] | None = None  # a SyncFault as a dict; test-only
+
+    def update_info(self) -> dict[str, Any]:
+        """Returns the push as vLLM's weight-transfer protocol carries it (`update_info`, parsed back into a
+        BucketUpdate by the rollout workers' engine: sync/engine.py)."""
+        return {
+            "specs": self.specs,
+            "bucket_bytes": self.bucket_bytes,
+            "checksum": self.checksum,
+            "version": self.version,
+        }
 
     def plan(self) -> list[list[ParamSpec]]:
         specs = [ParamSpec(name, dtype, tuple(shape)) for name, dtype, shape in self.specs]
@@ -70,6 +70,20 @@ class ReceiveReport:
     def ok(self) -> bool:
         return not self.error and self.loaded == self.buckets
 
+    def to_wire(self) -> dict[str, Any]:
+        """Returns the report as plain values: vLLM's collective_rpc carries it from the worker process
+        (msgpack) and the replica rebuilds it with `ReceiveReport(**wire)`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class JoinReply:
+    """A replica's answer to join_sync: whether it joined the group, at which first rank."""
+
+    replica: str
+    joined: bool
+    rank: int = -1
+
 
 @dataclass
 class PushReply:
@@ -89,10 +103,6 @@ class PushReply:
         return sums.pop() if len(sums) == 1 else None
 
 
-class _InjectedFault(RuntimeError):
-    pass
-
-
 def receive_push(
     group: Any,
     update: BucketUpdate,
@@ -104,7 +114,6 @@ def receive_push(
     Never raises for a bad bucket or a failed load: it records the first failure in the report and
     receives the rest of the push without loading it. A failure of the group itself (a timeout)
     ends the receive early; the report says so, and the trainer's side fails as well."""
-    fault = SyncFault(**update.fault) if update.fault else None
     plan = update.plan()
     report = ReceiveReport(
         version=update.version,
@@ -129,8 +138,6 @@ def receive_push(
             break
         report.received += 1
         report.bytes += flat.numel()
-        if fault is not None and fault.flip_bit_in_bucket == k:
-            flat[flat.numel() // 2] ^= 1
         if report.error:
             continue  # an earlier bucket failed: drain the rest of the push, load nothing more
         if expected is not None:
@@ -144,8 +151,6 @@ def receive_push(
                 continue
             report.verified += 1
         try:
-            if fault is not None and fault.fail_after_buckets == k:
-                raise _InjectedFault(f"injected failure after loading {k} of {len(plan)} buckets")
             load(unpack(bucket, flat))
         except Exception as exc:  # noqa: BLE001 - any loader failure rejects the push
             report.error = f"loading bucket {k} of {len(plan)} failed: {type(exc).__name__}: {exc}"

@@ -19,12 +19,23 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from medix_ray.sync.buckets import ParamSpec, bucket_digest, pack, plan_buckets, push_digest
 from medix_ray.sync.transport import open_group
+
+
+@dataclass(frozen=True)
+class SentPush:
+    """What one learner rank sent in a push (only rank 0 transmits: the others report 0 bytes)."""
+
+    bytes: int
+    buckets: int
+    seconds: float
+    checksum: str | None  # push_digest of the bucket digests (None without checksums, or not sending)
 
 
 def resolve_backend(backend: str) -> str:
@@ -90,9 +101,9 @@ class WeightSender:
 
     def send(
         self, named: Iterable[tuple[str, torch.Tensor]], specs: Sequence[ParamSpec], *, checksum: bool = True
-    ) -> dict[str, Any]:
+    ) -> SentPush:
         """Broadcasts the tensors (in `specs` order, cast to the spec dtypes), each bucket followed by its
-        digest when `checksum`; returns bytes, buckets, seconds and the push digest.
+        digest when `checksum`; returns what was sent.
 
         `named` is consumed on every learner rank (it may gather ZeRO-3 shards); only a rank that called
         `connect` transmits. Buckets are packed on the tensors' device.
@@ -119,12 +130,12 @@ class WeightSender:
                 digests.append(digest)
             sent += flat.numel()
             buckets += 1
-        return {
-            "bytes": sent,
-            "buckets": buckets,
-            "seconds": time.monotonic() - start,
-            "checksum": push_digest(digests) if checksum and self.group is not None else None,
-        }
+        return SentPush(
+            bytes=sent,
+            buckets=buckets,
+            seconds=time.monotonic() - start,
+            checksum=push_digest(digests) if checksum and self.group is not None else None,
+        )
 
     def close(self) -> None:
         if self.group is not None:

@@ -8,7 +8,6 @@ fingerprint of the engine's parameters.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ class RolloutWorkerExtension:
     def medix_sync_report(self) -> dict[str, Any] | None:
         """Returns the last push's ReceiveReport (receiver.py) as a dict; None before the first push."""
         report = getattr(getattr(self, "weight_transfer_engine", None), "last_report", None)
-        return asdict(report) if report is not None else None
+        return report.to_wire() if report is not None else None
 
     # -- the object-store baseline of bench/weight_sync.py (the peers' pattern): tensors arrive one
     #    by one as safetensors bytes (collective_rpc cannot carry tensors) between a layerwise

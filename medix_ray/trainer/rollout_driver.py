@@ -37,6 +37,7 @@ from typing import Any
 
 from medix_ray.data.schema import Sample
 from medix_ray.trainer.stream import Coord, PromptStream
+from medix_ray.trajectory import ScoredGroup
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ logger = logging.getLogger(__name__)
 class Batch:
     """What `take` hands the learner: `want` kept groups, and what was dropped since the last batch."""
 
-    kept: list[Any]  # ScoredGroup, least recent policy version first
-    filtered: list[Any] = field(default_factory=list)  # dropped by dynamic sampling (or unscored)
-    stale: list[Any] = field(default_factory=list)  # dropped: older than max_staleness at this update
+    kept: list[ScoredGroup]  # least recent policy version first
+    filtered: list[ScoredGroup] = field(default_factory=list)  # dropped by dynamic sampling (or unscored)
+    stale: list[ScoredGroup] = field(default_factory=list)  # dropped: older than max_staleness at this update
     waited_s: float = 0.0  # the learner's wait for the batch
 
     @property
-    def sampled(self) -> list[Any]:
+    def sampled(self) -> list[ScoredGroup]:
         return [*self.kept, *self.filtered, *self.stale]
 
 
@@ -59,14 +60,14 @@ class Batch:
 class _Ready:
     key: int
     coord: Coord
-    group: Any
+    group: ScoredGroup
 
 
 class RolloutDriver:
     def __init__(
         self,
-        produce: Callable[[Sample], Any],
-        keep: Callable[[Any], bool],
+        produce: Callable[[Sample], ScoredGroup],
+        keep: Callable[[ScoredGroup], bool],
         stream: PromptStream,
         *,
         want: int,
@@ -74,7 +75,7 @@ class RolloutDriver:
         workers: int,
         synced_version: Callable[[], int],
         base_version: int,
-        version_of: Callable[[Any], int] = lambda group: group.rollout.version,
+        version_of: Callable[[ScoredGroup], int] = lambda group: group.rollout.version,
     ):
         self.produce = produce
         self.keep = keep
@@ -89,7 +90,7 @@ class RolloutDriver:
         self._keys = itertools.count()
         self._inflight: dict[int, Coord] = {}
         self._ready: list[_Ready] = []
-        self._filtered: list[Any] = []
+        self._filtered: list[ScoredGroup] = []
         self._admitted = 0  # groups headed for training since the start (dropped ones given back)
         self._error: BaseException | None = None
         self._stopping = False
@@ -144,7 +145,7 @@ class RolloutDriver:
         """Waits for `want` kept groups no staler than `max_staleness` at `learner_version`; returns them with
         the groups dropped since the last batch. Raises the driver's error if a rollout failed."""
         start = time.monotonic()
-        stale: list[Any] = []
+        stale: list[ScoredGroup] = []
         with self._cond:
             while True:
                 fresh = []

@@ -97,13 +97,13 @@ def test_a_failing_rank_is_reported_with_its_call(ray_cluster, tiny_model_dir, t
     try:
         with pytest.raises(
             LearnerError,
-            match=r"rank 0 failed on 'ref_logprobs': ValueError: reference log-probs need algorithm.kl_coef",
+            match=r"rank 0 failed on 'ComputeRefLogprobs': ValueError: reference log-probs need algorithm.kl_coef",
         ):
             group.compute_ref_logprobs(batch)
-        # The API is the worker's public methods: a name outside it is refused before anything is posted,
-        # and a function reaches every rank's LearnerWorker (benchmarks, tools).
-        with pytest.raises(ValueError, match=r"unknown learner call 'objstore_push'; the learner answers logprobs"):
-            group.submit("objstore_push")
+        # Calls are typed objects: anything else is refused before it is posted, and a function reaches every
+        # rank's LearnerWorker (benchmarks, tools).
+        with pytest.raises(TypeError, match=r"learner calls are LearnerCall objects; got str"):
+            group._run(["objstore_push"] * 2)
         assert group.foreach_worker(lambda worker, p: (worker.rank, p, worker.reference), [7, 8]) == [
             (0, 7, None),
             (1, 8, None),

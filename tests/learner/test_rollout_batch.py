@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from medix_ray.data.schema import ImageRef, Sample
-from medix_ray.learner.batch import build_rollout_batch, build_sample_batch
+from medix_ray.data.images import PixelBounds, load_fitted
+from medix_ray.learner.batch import build_rollout_batch, build_sample_batch, process_images
 
 
 def _samples(make_png):
@@ -23,6 +24,11 @@ def _samples(make_png):
     ]
 
 
+def _replica_images(rows, renderer):
+    """What a rollout replica sends with each rollout: the sample's images, decoded and processed once."""
+    return [process_images(load_fitted(s, PixelBounds()), renderer) if s.images else None for s in rows]
+
+
 def _rows(samples, n=2):
     rows = [s for s in samples for _ in range(n)]
     responses = [[11 + i, 12, 13 + i % 3][: 1 + i % 3] for i in range(len(rows))]
@@ -36,7 +42,8 @@ def test_rollout_batch_equals_the_rendered_batch_for_a_vlm(tiny_vl_path, make_pn
     rows, responses, adv = _rows(_samples(make_png))
     rendered = build_sample_batch(rows, responses, adv, renderer)
     prompt_ids = [rendered.input_ids[i, : int(rendered.prompt_lens[i])].tolist() for i in range(rendered.size)]
-    built = build_rollout_batch(rows, prompt_ids, responses, adv, renderer)
+    ids = [s.id for s in rows]
+    built = build_rollout_batch(ids, prompt_ids, responses, adv, renderer, _replica_images(rows, renderer))
     for name in ("input_ids", "attention_mask", "loss_mask", "pixel_values", "image_grid_thw", "group_ids"):
         assert torch.equal(getattr(built, name), getattr(rendered, name)), name
     assert built.images_per_row == rendered.images_per_row == [1, 1, 2, 2, 0, 0]
@@ -53,7 +60,7 @@ def test_rollout_prompt_with_the_wrong_image_tokens_is_refused(tiny_vl_path, mak
     image_token = renderer.tokenizer.convert_tokens_to_ids(renderer.image_token)
     ids.remove(image_token)
     with pytest.raises(ValueError, match="sample 'red': the rollout prompt holds"):
-        build_rollout_batch(rows, [ids], responses, adv, renderer)
+        build_rollout_batch([rows[0].id], [ids], responses, adv, renderer, _replica_images(rows, renderer))
 
 
 @pytest.mark.slow
@@ -78,7 +85,12 @@ def test_vllm_prompt_token_ids_agree_with_the_learner_rendering(smollm2_path, ti
             for i, out in enumerate(outs):
                 assert list(out.prompt_token_ids) == rendered.input_ids[i, : int(rendered.prompt_lens[i])].tolist()
             built = build_rollout_batch(
-                chosen, [o.prompt_token_ids for o in outs], [[5]] * len(chosen), [0.0] * len(chosen), gen.renderer
+                [s.id for s in chosen],
+                [o.prompt_token_ids for o in outs],
+                [[5]] * len(chosen),
+                [0.0] * len(chosen),
+                gen.renderer,
+                _replica_images(chosen, gen.renderer) if gen.multimodal else None,
             )
             assert torch.equal(built.input_ids, rendered.input_ids)
             if rendered.pixel_values is not None:

@@ -11,7 +11,8 @@ from test_engine import _flat, _port  # the 2-rank helpers of the ZeRO engine te
 
 import medix_ray.learner.logprobs as logprobs_module
 from medix_ray.config import AlgorithmConfig, LearnerConfig
-from medix_ray.learner.batch import PolicyBatch, build_batch
+from medix_ray.learner.batch import build_batch
+from medix_ray.trajectory import PolicyBatch
 from medix_ray.learner.logprobs import Layout, batch_logprobs, pack, rope_index
 from medix_ray.learner.packing import dense_mask, plan_micro_batches
 from medix_ray.learner.update import TorchEngine, minibatch_update
@@ -250,6 +251,7 @@ def vlm_batch(path, make_png) -> PolicyBatch:
     return batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-qwen2.5-vl", "tiny-qwen3-vl"])
 def test_qwen_vl_logprobs_and_gradient_equal_per_row(name, make_png):
     from transformers import AutoModelForImageTextToText

@@ -1,36 +1,43 @@
 """WeightSync's bookkeeping over a fake learner group and a fake fleet: ranks, rejections, errors.
 (The real learner and vLLM replicas run in tests/sync/test_weight_sync.py.)"""
 
+import threading
 from types import SimpleNamespace
 
 import pytest
 
 from medix_ray.config import SyncConfig
 from medix_ray.sync.coordinator import SyncError, WeightSync
-from medix_ray.sync.endpoint import SyncOpened
-from medix_ray.sync.receiver import PushReply, ReceiveReport, SyncFault
+from medix_ray.sync.endpoint import SyncOpen, SyncOpened, SyncPush
+from medix_ray.sync.receiver import BucketUpdate, JoinReply, PushReply, ReceiveReport
+from medix_ray.sync.sender import SentPush
+from medix_ray.trajectory import ReplicaInfo
 
 
 class FakeLearner:
+    """The learner group's weight-sync methods, recording the typed requests."""
+
     world = 2
 
     def __init__(self, checksum="abc"):
         self.commands = []
         self.checksum = checksum
+        self.lock = threading.RLock()
 
-    def call(self, name, payloads=None):
-        assert name == "sync.open"
-        self.commands.append((name, payloads))
-        rendezvous = {"master_address": "h", "master_port": 1, "timeout_s": 5}
-        return [SyncOpened(rendezvous, "gloo", [["w", "float32", [2]]]), SyncOpened(None, "gloo", [])]
+    def open_sync(self, request):
+        assert isinstance(request, SyncOpen)
+        self.commands.append(("open", request))
+        return SyncOpened({"master_address": "h", "master_port": 1, "timeout_s": 5}, "gloo", [["w", "float32", [2]]])
 
-    def submit(self, name, payloads=None):
-        self.commands.append((name, payloads))
-        replies = {
-            "sync.connect": [True, True],
-            "sync.push": [{"bytes": 8, "buckets": 1, "checksum": self.checksum}, {"bytes": 0}],
-        }[name]
-        return SimpleNamespace(result=lambda: replies)
+    def connect_sync(self):
+        self.commands.append(("connect", None))
+        return SimpleNamespace(result=lambda: [True, True])
+
+    def push_weights(self, request):
+        assert isinstance(request, SyncPush) and self.lock._is_owned()  # a push holds the group's lock
+        self.commands.append(("push", request))
+        sent = SentPush(bytes=8, buckets=1, seconds=0.1, checksum=self.checksum)
+        return SimpleNamespace(first=lambda: sent)
 
 
 class FakeFleet:
@@ -45,8 +52,10 @@ class FakeFleet:
     def broadcast(self, method, *args):
         self.calls.append((method, args))
         if method == "join_sync":
-            return [{"replica": r["replica"], "joined": True} for r in self.roster]
-        update_info, version, members = args
+            return [JoinReply(r.replica, joined=True, rank=1) for r in self.roster]
+        update, members = args
+        assert isinstance(update, BucketUpdate)
+        version = update.version
         replies = []
         for rid in members:
             error = "" if self.outcome[rid] == "ok" else self.outcome[rid]
@@ -58,7 +67,7 @@ class FakeFleet:
 
 
 def _roster(*ranks):
-    return [{"replica": f"r{i}", "dtype": "bfloat16", "sync_ranks": n, "healthy": True} for i, n in enumerate(ranks)]
+    return [ReplicaInfo(f"r{i}", 0, "bfloat16", "gloo", True, "", n, 1) for i, n in enumerate(ranks)]
 
 
 def test_each_vllm_worker_of_a_replica_gets_its_own_rank():
@@ -68,23 +77,34 @@ def test_each_vllm_worker_of_a_replica_gets_its_own_rank():
     assert report.verified and report.replicas == 3 and report.checksum == "abc"
     (_, (ranks, _)), *_ = fleet.calls
     assert ranks == {"r0": 1, "r1": 3, "r2": 5}  # tensor parallel 2, 2 and 1 after the learner's rank 0
-    opened = learner.commands[0][1][0]
+    opened = learner.commands[0][1]
     assert opened.world_size == 6 and opened.timeout_s == 5
 
 
 def test_a_rejected_push_is_reported_and_the_group_formed_again_next_time():
     fleet = FakeFleet(_roster(1, 1), {"r0": "bucket 1 of 8 arrived with digest [1, 2]", "r1": "ok"})
     sync = WeightSync(FakeLearner(), fleet, SyncConfig())
-    report = sync.push(4, fault=SyncFault(replica="r0", flip_bit_in_bucket=1))
+    report = sync.push(4)
     assert report.rejected == {"r0": "bucket 1 of 8 arrived with digest [1, 2]"}
     assert report.replicas == 1 and not report.verified
-    update_info = fleet.calls[-1][1][0]
-    assert update_info["fault"] == {"replica": "r0", "flip_bit_in_bucket": 1, "fail_after_buckets": -1}
+    update = fleet.calls[-1][1][0]
+    assert (update.version, update.checksum, update.specs) == (4, True, [["w", "float32", [2]]])
     assert sync.members == []  # the next push forms the group again
     fleet.outcome["r0"] = "ok"
     healed = sync.push(5)
-    assert healed.reformed and healed.verified and healed.replicas == 2
-    assert "fault" not in fleet.calls[-1][1][0]  # production pushes carry none
+    assert healed.reformed and healed.verified and healed.replicas == 2 and sync.synced_version == 5
+
+
+def test_a_stale_replica_is_healed_by_the_weight_sync_not_the_trainer():
+    """The fleet's stale-refusal hook is the weight sync's resync: it pushes the synced version again."""
+    fleet = FakeFleet(_roster(1), {"r0": "ok"})
+    fleet.on_stale = None
+    sync = WeightSync(FakeLearner(), fleet, SyncConfig())
+    assert fleet.on_stale == sync.resync
+    sync.push(3)
+    report = fleet.on_stale()  # as RolloutFleet.generate calls it after a StaleWeights refusal
+    assert report.version == 3 and sync.synced_version == 3 and sync.resyncs == 1
+    assert [c[1][0].version for c in fleet.calls if c[0] == "update_weights"] == [3, 3]
 
 
 def test_a_push_no_replica_accepts_raises():

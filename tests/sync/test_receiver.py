@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from medix_ray.sync.buckets import plan_buckets, specs_of
-from medix_ray.sync.receiver import BucketUpdate, SyncFault, receive_push
+from medix_ray.sync.receiver import BucketUpdate, receive_push
 from medix_ray.sync.sender import WeightSender, free_port
 from medix_ray.sync.transport import SyncTimeout, open_group
+from tests.sync.faults import FlipBit, fail_loading
 
 BUCKET = 1024
 
@@ -47,7 +48,7 @@ class Wire:
         self.received += 1
 
 
-def _push(fault=None, checksum=True, fail_at=-1):
+def _push(flip_bucket=-1, fail_load_bucket=-1, checksum=True, fail_at=-1):
     named = _model()
     specs = specs_of(named, torch.bfloat16)
     sender = WeightSender("gloo", BUCKET)
@@ -60,20 +61,23 @@ def _push(fault=None, checksum=True, fail_at=-1):
         bucket_bytes=BUCKET,
         checksum=checksum,
         version=7,
-        fault=None if fault is None else fault.__dict__,
     )
-    report = receive_push(wire, update, lambda batch: loaded.extend((n, t.clone()) for n, t in batch))
+    load = lambda batch: loaded.extend((n, t.clone()) for n, t in batch)  # noqa: E731
+    group = FlipBit(wire, flip_bucket) if flip_bucket >= 0 else wire
+    if fail_load_bucket >= 0:
+        load = fail_loading(load, fail_load_bucket)
+    report = receive_push(group, update, load)
     return named, specs, sent, report, loaded, wire
 
 
 def test_an_intact_push_is_verified_bucket_by_bucket_and_loaded_whole():
     named, specs, sent, report, loaded, wire = _push()
     buckets = plan_buckets(specs, BUCKET)
-    assert len(buckets) == 3 and sent["buckets"] == 3
+    assert len(buckets) == 3 and sent.buckets == 3
     assert report.ok and report.error == ""
     assert (report.buckets, report.received, report.verified, report.loaded) == (3, 3, 3, 3)
-    assert report.bytes == sent["bytes"] == sum(s.nbytes for s in specs)
-    assert report.checksum == sent["checksum"] is not None
+    assert report.bytes == sent.bytes == sum(s.nbytes for s in specs)
+    assert report.checksum == sent.checksum is not None
     assert [n for n, _ in loaded] == [n for n, _ in named]
     for (_, got), (_, want) in zip(loaded, named, strict=True):
         assert torch.equal(got, want.to(torch.bfloat16))
@@ -81,7 +85,7 @@ def test_an_intact_push_is_verified_bucket_by_bucket_and_loaded_whole():
 
 
 def test_a_flipped_bit_is_caught_before_its_bucket_loads_and_the_rest_is_drained():
-    named, _, _, report, loaded, wire = _push(SyncFault(flip_bit_in_bucket=1))
+    named, _, _, report, loaded, wire = _push(flip_bucket=1)
     assert not report.ok
     assert report.error.startswith("bucket 1 of 3 (layer2.weight ... layer3.weight) arrived with digest")
     # Bucket 0 was loaded before bucket 1 arrived; nothing of bucket 1 or 2 reached the model.
@@ -92,9 +96,9 @@ def test_a_flipped_bit_is_caught_before_its_bucket_loads_and_the_rest_is_drained
 
 
 def test_a_failure_mid_load_rejects_the_push_and_loads_nothing_after_it():
-    _, _, _, report, loaded, wire = _push(SyncFault(fail_after_buckets=1))
+    _, _, _, report, loaded, wire = _push(fail_load_bucket=1)
     assert not report.ok
-    assert report.error == "loading bucket 1 of 3 failed: _InjectedFault: injected failure after loading 1 of 3 buckets"
+    assert report.error == "loading bucket 1 of 3 failed: InjectedFault: injected failure after loading 1 buckets"
     assert [n for n, _ in loaded] == ["layer0.weight", "layer1.weight"]
     assert (report.received, report.verified, report.loaded) == (3, 2, 1)
     assert not wire.sent
@@ -118,8 +122,8 @@ def test_a_loader_error_is_recorded_with_its_bucket():
 
 
 def test_without_checksums_no_digest_travels_and_a_corrupt_bucket_goes_unseen():
-    _, _, sent, report, loaded, _ = _push(SyncFault(flip_bit_in_bucket=1), checksum=False)
-    assert sent["checksum"] is None and report.checksum is None
+    _, _, sent, report, loaded, _ = _push(flip_bucket=1, checksum=False)
+    assert sent.checksum is None and report.checksum is None
     assert report.ok and report.verified == 0 and len(loaded) == 5  # what verify_checksum=false gives up
 
 
@@ -152,22 +156,22 @@ def test_a_push_over_real_gloo_groups_checks_each_replica_on_its_own():
     sender = WeightSender("gloo", BUCKET, timeout_s=30)
     r = sender.open(world_size=3)
     update = BucketUpdate([[s.name, s.dtype, list(s.shape)] for s in specs], BUCKET, version=2)
-    bad = BucketUpdate(**{**update.__dict__, "fault": SyncFault(flip_bit_in_bucket=2).__dict__})
 
-    def replica(rank, info):
+    def replica(rank, info, flip_bucket=-1):
         group = open_group("gloo", r["master_address"], r["master_port"], rank, 3, r["timeout_s"])
         loaded = []
-        return receive_push(group, info, loaded.extend), [n for n, _ in loaded]
+        wire = FlipBit(group, flip_bucket) if flip_bucket >= 0 else group
+        return receive_push(wire, info, loaded.extend), [n for n, _ in loaded]
 
     def learner():
         sender.connect()
         return sender.send(iter(named), specs)
 
-    results, errors = _run(("learner", learner), ("good", lambda: replica(1, update)), ("bad", lambda: replica(2, bad)))
+    results, errors = _run(("learner", learner), ("good", lambda: replica(1, update)), ("bad", lambda: replica(2, update, flip_bucket=2)))
     assert not errors
     good, good_loaded = results["good"]
     bad_report, bad_loaded = results["bad"]
-    assert good.ok and good.checksum == results["learner"]["checksum"]
+    assert good.ok and good.checksum == results["learner"].checksum
     assert good_loaded == [n for n, _ in named]
     assert bad_report.error.startswith("bucket 2 of 3 (head.bias ... head.bias) arrived with digest")
     assert bad_loaded == [n for n, _ in named[:4]]

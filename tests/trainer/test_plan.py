@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from medix_ray.config import load_config
-from medix_ray.trainer.controller import trim_groups
+from medix_ray.trainer.sync_step import trim_groups
 from medix_ray.trainer.plan import batch_problems, parse_cluster, resource_plan
 
 ROOT = Path(__file__).resolve().parents[2]
