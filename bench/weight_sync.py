@@ -132,7 +132,7 @@ def main() -> None:
             version += 1
             if r:
                 times.append(seconds)
-        prints = {p["fingerprint"] for p in fleet.broadcast("fingerprint")}
+        prints = {p.digest for p in fleet.broadcast("fingerprint")}
         assert len(prints) == 1, f"replicas disagree after {label}"
         med = statistics.median(times)
         results[label] = {"seconds": med, "all": times, "gb_per_s": nbytes * args.replicas / med / 1e9}

@@ -40,7 +40,7 @@ from medix_ray.data.prompts import is_multimodal
 from medix_ray.data.schema import Sample
 from medix_ray.learner.batch import process_images
 from medix_ray.rollout.vllm_engine import engine_kwargs, load_prompt_renderer, on_gpu, set_cpu_env, vllm_prompt
-from medix_ray.sync.receiver import BucketUpdate, JoinReply, PushReply, ReceiveReport
+from medix_ray.sync.receiver import BucketUpdate, Fingerprint, JoinReply, PushReply, ReceiveReport
 from medix_ray.trajectory import ReplicaInfo, ReplicaUnhealthy, Response, Rollout, Sampling, StaleWeights
 
 logger = logging.getLogger(__name__)
@@ -260,10 +260,10 @@ class RolloutDeployment:
         The extension point of benchmarks and tools (bench/weight_sync.py's object-store baseline)."""
         return await fn(self, *args)
 
-    async def fingerprint(self) -> dict[str, Any]:
+    async def fingerprint(self) -> Fingerprint:
         """Returns a digest of the engine's parameters as it holds them (identical across in-sync replicas)."""
         digests = await self.engine.collective_rpc("medix_weight_fingerprint")
-        return {"replica": self.replica_id, "version": self.version, "fingerprint": digests[0]}
+        return Fingerprint(self.replica_id, self.version, digests[0])
 
     def check_health(self) -> None:
         # A replica refusing after a rejected push stays healthy: the next accepted push heals it.

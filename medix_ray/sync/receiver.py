@@ -77,6 +77,15 @@ class ReceiveReport:
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """A digest of a replica's parameters as its engine holds them (identical across in-sync replicas)."""
+
+    replica: str
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True)
 class JoinReply:
     """A replica's answer to join_sync: whether it joined the group, at which first rank."""
 

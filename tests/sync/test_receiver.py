@@ -167,7 +167,9 @@ def test_a_push_over_real_gloo_groups_checks_each_replica_on_its_own():
         sender.connect()
         return sender.send(iter(named), specs)
 
-    results, errors = _run(("learner", learner), ("good", lambda: replica(1, update)), ("bad", lambda: replica(2, update, flip_bucket=2)))
+    results, errors = _run(
+        ("learner", learner), ("good", lambda: replica(1, update)), ("bad", lambda: replica(2, update, flip_bucket=2))
+    )
     assert not errors
     good, good_loaded = results["good"]
     bad_report, bad_loaded = results["bad"]

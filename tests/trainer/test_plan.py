@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from medix_ray.config import load_config
-from medix_ray.trainer.sync_step import trim_groups
 from medix_ray.trainer.plan import batch_problems, parse_cluster, resource_plan
+from medix_ray.trainer.sync_step import trim_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))

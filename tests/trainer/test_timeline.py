@@ -159,23 +159,24 @@ def test_the_picture_has_one_lane_per_role_and_replica(tmp_path):
 
 
 def test_the_controller_records_one_rollout_span_per_serving_replica(tmp_path):
-    """Trainer._generate on a fake fleet whose replies name two replicas: a lane each, with its counts."""
+    """Rollouts.generate on a fake fleet whose replies name two replicas: a lane each, with its counts."""
     from medix_ray.config import load_config
     from medix_ray.data.schema import Sample
-    from medix_ray.rollout.fleet import Response, Rollout
-    from medix_ray.trainer.controller import Trainer
+    from medix_ray.trainer.rollouts import Rollouts
+    from medix_ray.trajectory import Response, Rollout, Sampling
 
     class FakeFleet:
         def generate(self, samples, sampling, min_version=0):
-            resp = [Response("a", [1], [-0.5], "stop")] * sampling["n"]
+            resp = [Response("a", [1], [-0.5], "stop")] * sampling.n
             return [Rollout(s, resp, 7, "r0" if i % 3 else "r1", [2, 3]) for i, s in enumerate(samples)]
 
-    trainer = Trainer(load_config("configs/tiny_cpu.yaml", [f"trainer.output_dir={tmp_path}"]))
-    trainer.fleet = FakeFleet()
+    cfg = load_config("configs/tiny_cpu.yaml", [f"trainer.output_dir={tmp_path}"])
+    timeline = Timeline(tmp_path / "timeline.jsonl")
+    rollouts = Rollouts(cfg, FakeFleet(), None, timeline, synced_version=lambda: 7)
     samples = [Sample(f"s{i}", "q?", "<X_RAY> a") for i in range(5)]
-    rollouts = trainer._generate(samples, {"n": 2}, "generate", 4)
-    assert [ro.replica for ro in rollouts] == ["r1", "r0", "r0", "r1", "r0"]
-    trainer.timeline.close()
+    out = rollouts.generate(samples, Sampling(n=2), "generate", 4)
+    assert [ro.replica for ro in out] == ["r1", "r0", "r0", "r1", "r0"]
+    timeline.close()
     spans = read_spans(tmp_path / "timeline.jsonl")
     assert [(s.lane, s.replica, s.counts, s.step, s.version) for s in spans] == [
         ("rollout/r0", "r0", {"groups": 3, "responses": 6}, 4, 7),
@@ -185,8 +186,8 @@ def test_the_controller_records_one_rollout_span_per_serving_replica(tmp_path):
 
 
 def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
-    """Trainer.train_step on fakes of the fleet, reward ensemble, learner and sync: one span per phase, in
-    the order they ran, with the step and the policy version; the step's metrics are the same as before."""
+    """Trainer.train_step on fakes of the fleet, reward ensemble and learner, with the real weight sync: one
+    span per phase, in the order they ran, with the step and the policy version; the step's metrics as before."""
     import types
 
     import torch
@@ -195,20 +196,29 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
     from medix_ray.config import load_config
     from medix_ray.data.schema import Sample
     from medix_ray.rewards.composite import RewardBreakdown
-    from medix_ray.rollout.fleet import Response, Rollout
+    from medix_ray.sync.coordinator import WeightSync
+    from medix_ray.trainer.async_step import AsyncCollector
     from medix_ray.trainer.controller import Trainer
+    from medix_ray.trainer.rollouts import Rollouts
+    from medix_ray.trajectory import Response, Rollout, UpdateStats
+    from tests.sync.test_coordinator import FakeFleet, FakeLearner, _roster
 
     overrides = ["learner.mini_batches_per_step=2", "algorithm.kl_coef=0.01", "algorithm.dynamic_sampling=none"]
     trainer = Trainer(load_config("configs/tiny_cpu.yaml", [f"trainer.output_dir={tmp_path}", *overrides]))
     calls = []
 
-    class Fleet:
+    class Fleet(FakeFleet):
         retries = 0
 
         def generate(self, samples, sampling, min_version=0):
             calls.append("generate")
-            resp = [Response("a", [1, 2], [-0.5, -0.1], "stop") for _ in range(sampling["n"])]
+            resp = [Response("a", [1, 2], [-0.5, -0.1], "stop") for _ in range(sampling.n)]
             return [Rollout(s, resp, min_version, f"r{i % 2}", [3, 4]) for i, s in enumerate(samples)]
+
+        def broadcast(self, method, *args):
+            if method == "update_weights":
+                calls.append("push")
+            return super().broadcast(method, *args)
 
     class Rewards:
         def __init__(self):
@@ -220,7 +230,7 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
             bds = [RewardBreakdown(item.id, float(k % 2), 0.5, 0.5, 0.5, 0.5) for k, item in enumerate(items)]
             return types.SimpleNamespace(result=lambda timeout_s: bds)
 
-    class Learner:
+    class Learner(FakeLearner):
         def compute_logprobs(self, batch):
             calls.append("logprobs")
 
@@ -229,22 +239,19 @@ def test_a_training_step_records_each_phase_in_order(tmp_path, monkeypatch):
 
         def update(self, batch):
             calls.append("update")
-            stat = {"loss": 0.1, "clip_fraction": 0.0, "ratio_mean": 1.0, "kl": 0.0, "grad_norm": 1.0}
-            return [{**stat, "tokens": 8, "attention": "sdpa", "micro_batches": 1, "over_budget": 0}]
+            return [UpdateStats(0.1, 0.0, 1.0, 0.0, 8, 1.0, attention="sdpa", micro_batches=1)]
 
-    class Sync:
-        def push(self, version):
-            calls.append("push")
-            return types.SimpleNamespace(version=version, replicas=2, verified=True, gb_per_s=1.0)
-
-    def batch(samples, prompt_ids, response_ids, adv, renderer, bounds, behaviour_logp=None):
-        return types.SimpleNamespace(loss_mask=torch.ones(len(samples), 2), old_logp=None, ref_logp=None)
+    def batch(sample_ids, prompt_ids, response_ids, adv, renderer, images=None, behaviour_logp=None):
+        return types.SimpleNamespace(loss_mask=torch.ones(len(sample_ids), 2), old_logp=None, ref_logp=None)
 
     monkeypatch.setattr(medix_ray.learner.batch, "build_rollout_batch", batch)
     samples = iter(Sample(f"s{i}", "q?", "<X_RAY> a") for i in range(100))
     trainer.stream = types.SimpleNamespace(take=lambda k: [next(samples) for _ in range(k)])
-    trainer.fleet, trainer.rewards, trainer.learner, trainer.sync = Fleet(), Rewards(), Learner(), Sync()
-    trainer.renderer, trainer.synced_version = None, 0  # start() would load the tokenizer and push
+    trainer.fleet, trainer.learner = Fleet(_roster(1, 1), {"r0": "ok", "r1": "ok"}), Learner()
+    trainer.renderer = types.SimpleNamespace(eos_token_id=2)  # start() would load the tokenizer and push
+    trainer.sync = WeightSync(trainer.learner, trainer.fleet, trainer.cfg.sync, timeline=trainer.timeline)
+    trainer.rollouts = Rollouts(trainer.cfg, trainer.fleet, Rewards(), trainer.timeline, lambda: trainer.synced_version)
+    trainer.collector = AsyncCollector(trainer.rollouts, trainer.stream, trainer.cfg, lambda: trainer.synced_version)
     metrics = [trainer.train_step().metrics for _ in range(2)]
     trainer.timeline.close()
 

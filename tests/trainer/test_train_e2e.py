@@ -95,7 +95,7 @@ class TestTextRun:
         assert summary["policy_version"] == 2 and summary["peak_memory_gib"] > 1
         assert all(r["reward/mean"] is not None and r["time/update_s"] > 0 for r in rows)
         assert (tmp_path / "reward.png").is_file() and list((tmp_path / "tensorboard").iterdir())
-        served = {"rollout/" + r["replica"] for r in trainer.fleet.replicas()}  # one lane per replica
+        served = {"rollout/" + r.replica for r in trainer.fleet.replicas()}  # one lane per replica
         assert {s.lane for s in _timeline(tmp_path)} == served | {"reward", "learner", "sync"}
         cursor_after_2 = trainer.stream.state()
 
@@ -142,12 +142,12 @@ class TestTextRun:
         assert trainer.fleet.retries > retries
         # Fault 2: a learner worker dies; the group restarts from the last checkpoint, whose cursor lists the
         # prompts then in flight.
-        restarts = trainer.restarts
+        restarts = trainer.state.restarts
         _kill_one_train_worker()
         trainer.cfg.trainer.steps = first + 3
         summary = trainer.run(progress=False)
         assert summary["restarts"] == restarts + 1 and summary["steps"] == first + 3
-        cursor = trainer.driver.cursor()
+        cursor = trainer.collector.cursor()
         fresh = PromptStream(
             trainer.stream.ds, trainer.stream.report, seed=trainer.cfg.data.seed, shuffle=trainer.cfg.data.shuffle
         )
