@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -34,11 +33,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from medix_ray.config import MedixConfig, load_config
-from medix_ray.eval.serve_judge import JudgeChatError, ServeJudgeInfo
 from medix_ray.redact import redact_text
 from medix_ray.rewards.composite import CompositeScorer, RewardBreakdown, RewardItem, RewardSpec
 from medix_ray.rewards.embedding import EmbeddingSimilarity, SentenceTransformerEmbedder
 from medix_ray.rewards.judge import JudgeVerdict, OpenAIJudge, retryable
+from medix_ray.rewards.judge_chat import JUDGE_DEPLOYMENT, JudgeChatError, ServeJudgeInfo
 from medix_ray.rewards.service_doors import BodyLimit, check_auth_policy, token_matches, validation_error_body
 
 logger = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class JudgeDeployment:
 
     def info(self) -> ServeJudgeInfo:
         """Handle API: the judge's model, whether it runs in this replica, and the chats answered (a
-        `medix_ray.eval.serve_judge.ServeJudgeInfo`; never the URL)."""
+        `medix_ray.rewards.judge_chat.ServeJudgeInfo`; never the URL)."""
         return ServeJudgeInfo(model=self.judge.model, in_cluster=self.server is not None, chats=self._chats)
 
     def cache_stats(self) -> dict[str, int]:
@@ -250,8 +249,8 @@ class RewardIngress:
 
     async def score(self, items: list[RewardItem]) -> list[RewardBreakdown]:
         """Handle API: the same breakdowns as POST /v1/rewards, typed (the trainer's path)."""
-        for item in items:
-            RewardRequestItem(**asdict(item))  # the HTTP route's checks (sizes, types), errors naming the field
+        for item in items:  # the HTTP route's checks (sizes, types), errors naming the field
+            RewardRequestItem(id=item.id, question=item.question, response=item.response, reference=item.reference)
         return await self.scorer.score(items)
 
     @api.post("/v1/rewards", response_model=RewardResponse, dependencies=[Depends(_auth)])
@@ -290,7 +289,7 @@ def build_reward_app(cfg: MedixConfig) -> serve.Application:
     judge = (
         serve.deployment(JudgeDeployment)
         .options(
-            name="judge",
+            name=JUDGE_DEPLOYMENT,
             autoscaling_config=autoscaling(s.judge_min_replicas, s.judge_max_replicas),
             max_ongoing_requests=s.judge_max_ongoing_requests,
             ray_actor_options={"num_cpus": s.judge_num_cpus, "num_gpus": s.judge_num_gpus},
@@ -331,14 +330,14 @@ def build_app(args: dict[str, str]) -> serve.Application:
 def start_reward_service(
     cfg: MedixConfig, *, address: str | None = None, num_cpus: int | None = None, name: str = "medix-rewards"
 ) -> str:
-    """Deploys the reward app (starting or joining a Ray cluster) and returns its base URL.
+    """Deploys the reward app (starting or joining a Ray cluster: `medix_ray.environment.init_ray`) and returns
+    its base URL.
 
     A local cluster on a small CPU machine gets at least 4 logical CPUs, so that the fractional
     replicas can scale out (docs/cpu_notes.md: oversubscribe logical CPUs on 2 cores).
     """
-    import ray
-
     from medix_ray.console import current
+    from medix_ray.environment import init_ray
 
     console = current()
     if address is None:
@@ -350,12 +349,7 @@ def start_reward_service(
             allow_unauthenticated=cfg.serve.allow_unauthenticated,
             token_env=cfg.serve.auth_token_env,
         )
-    if not ray.is_initialized():
-        if address is None and num_cpus is None:
-            num_cpus = max(os.cpu_count() or 1, 4)
-        ray.init(address=address, num_cpus=num_cpus, **console.ray_init_kwargs())
-        console.quiet_libraries()
-        console.link_ray_logs()
+    init_ray(address, num_cpus=num_cpus)
     serve.start(
         http_options={"host": cfg.serve.host, "port": cfg.serve.port}, logging_config=console.serve_logging_config()
     )

@@ -11,8 +11,8 @@ The evaluation's templates live here and nowhere else (the training judge's YES/
 Both are written in our own words with the reference's inputs, rubric and output format
 (docs/method.md §4.2). The judge sees the prediction after the last `</think>`, as the reference.
 
-Protocols (`judge_item` for one row over HTTP; `medix_ray.eval.protocol.judge_rows` for a batch over any
-transport, the one implementation of these rules):
+Protocols (`medix_ray.eval.protocol`: `judge_rows` for a batch over any transport, the one implementation of
+these rules, and `judge_item` for one row over HTTP):
 - `paper`: the reference's — `rounds` replies in one conversation; after each reply the judge is
   asked to re-evaluate. Binary: 1 iff a strict majority of the rounds say 1; rubric: the mean.
 - `independent`: `rounds` fresh one-turn votes (no re-evaluation nudge, so no sycophancy chain),
@@ -203,36 +203,3 @@ def work_key(protocol: str, rounds: int, temperature: float, model: str, prompt:
     if protocol == "independent" and temperature > 0:
         return None
     return hashlib.sha256(f"{protocol}\x00{rounds}\x00{model}\x00{prompt}".encode()).hexdigest()
-
-
-async def judge_item(
-    judge: Any,
-    row: Mapping[str, Any],
-    *,
-    protocol: str,
-    rounds: int,
-    max_tokens: int,
-    vote_temperature: float = 0.0,
-    structured: bool = False,
-    early_decision: bool = True,
-) -> dict[str, Any]:
-    """Returns the judgment fields of one generated row: status, score, rounds, replies, rounds_asked,
-    rounds_saved, error.
-
-    `judge` is a `medix_ray.rewards.judge.OpenAIJudge` (its `max_retries` bounds the retries); the rules
-    are `medix_ray.eval.protocol.judge_rows`, run over HTTP for this one row.
-    """
-    from medix_ray.eval.protocol import HTTPTransport, judge_rows
-
-    (result,) = await judge_rows(
-        HTTPTransport(judge),
-        [row],
-        protocol=protocol,
-        rounds=rounds,
-        max_tokens=max_tokens,
-        max_retries=judge.max_retries,
-        vote_temperature=vote_temperature,
-        structured=structured,
-        early_decision=early_decision,
-    )
-    return result

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from medix_ray.eval.protocol import ChatRequest
+from medix_ray.rewards.judge_chat import ChatRequest
 
 logger = logging.getLogger(__name__)
 

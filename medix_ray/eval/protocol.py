@@ -2,10 +2,12 @@
 
     transport = HTTPTransport(OpenAIJudge(url, model))          # or InProcessTransport(llm) (local_judge.py)
     results = asyncio.run(judge_rows(transport, rows, protocol="paper", rounds=3, max_tokens=64))
+    result = asyncio.run(judge_item(OpenAIJudge(url, model), row, protocol="paper", rounds=3, max_tokens=64))
 
 One implementation of the rules drives both transports, so an item gets the same conversation, the same
 retries and the same verdict whether its judge sits behind HTTP or in this process. A transport only
-sends chats and returns replies (`ChatTransport`); the protocol here decides what to send:
+sends chats (`ChatRequest`, medix_ray/rewards/judge_chat.py) and returns replies (`ChatTransport`); the
+protocol here decides what to send:
 
 - `paper` (the reference's): round 1 for every item of the batch at once, then round 2 for all of them
   with the conversation continued by the re-evaluate turn (`judging.REEVALUATE`), and so on. A binary
@@ -31,18 +33,9 @@ from typing import Any, Protocol
 
 from medix_ray.eval.judging import REEVALUATE, attack_judgment, combine, item_prompt, parse_score, structured_score
 from medix_ray.redact import redact_text
+from medix_ray.rewards.judge_chat import ChatRequest
 
 PROTOCOLS = ("paper", "independent")
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """One chat to send to the judge: the conversation so far and how to sample the reply."""
-
-    messages: tuple[Mapping[str, str], ...]  # OpenAI-style {"role", "content"} turns
-    temperature: float
-    max_tokens: int
-    structured: Mapping[str, Any] | None = None  # vLLM structured outputs, e.g. {"json": schema}
 
 
 class ChatTransport(Protocol):
@@ -258,3 +251,34 @@ async def judge_rows(
             still.append(item)
         active = still
     return [item.result(early=early_decision) for item in items]
+
+
+async def judge_item(
+    judge: Any,
+    row: Mapping[str, Any],
+    *,
+    protocol: str,
+    rounds: int,
+    max_tokens: int,
+    vote_temperature: float = 0.0,
+    structured: bool = False,
+    early_decision: bool = True,
+) -> dict[str, Any]:
+    """Returns the judgment fields of one generated row: status, score, rounds, replies, rounds_asked,
+    rounds_saved, error.
+
+    `judge` is a `medix_ray.rewards.judge.OpenAIJudge` (its `max_retries` bounds the retries); the rules
+    are `judge_rows`, run over HTTP for this one row.
+    """
+    (result,) = await judge_rows(
+        HTTPTransport(judge),
+        [row],
+        protocol=protocol,
+        rounds=rounds,
+        max_tokens=max_tokens,
+        max_retries=judge.max_retries,
+        vote_temperature=vote_temperature,
+        structured=structured,
+        early_decision=early_decision,
+    )
+    return result

@@ -2,14 +2,15 @@
 
     registry/loader ──EvalItem──▶ generate ──Generation row──▶ judge ──Judgment row──▶ score ──▶ report
 
-Rows on disk and in Ray Data are plain dicts with these fields (`asdict(item)`); every row carries
+Rows on disk and in Ray Data are plain dicts with these fields (`EvalItem.to_row()`); every row carries
 the item's `id` (`<task>_<k>`, k = the row's position in the source split after filtering), which is
 the key each phase resumes by.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 # How a task is judged: a 0/1 verdict (QA, MCQ, VQA; the BASE template) or a 0–5 rubric (MIMIC reports).
 KINDS = ("binary", "rubric")
@@ -40,6 +41,12 @@ class EvalItem:
     image: bytes | None = None  # the encoded image (VLM tasks), decoded only by the generator
     image_path: str = ""  # where the image came from, for error messages
     error: str = ""  # a loading problem of this one item (e.g. image file missing); the item is recorded, not asked
+
+    def to_row(self) -> dict[str, Any]:
+        """Returns the item as a row: {field: value} for every field, its choices as a list."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row["choices"] = list(self.choices)
+        return row
 
 
 @dataclass

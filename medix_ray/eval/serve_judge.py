@@ -24,16 +24,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from medix_ray.eval.protocol import ChatRequest
 from medix_ray.rewards.judge import JudgeUnavailableError
+from medix_ray.rewards.judge_chat import JUDGE_DEPLOYMENT, ChatRequest, JudgeChatError, ServeJudgeInfo
 
 logger = logging.getLogger(__name__)
 
 SERVE_PREFIX = "serve:"
-JUDGE_DEPLOYMENT = "judge"  # the reward application's judge deployment (deployments/reward_app.py)
 USABLE_STATUSES = ("RUNNING", "DEPLOYING", "UPSCALING", "DOWNSCALING")  # Serve application states that answer
 
 
@@ -52,30 +50,6 @@ def app_name(judge: str) -> str:
     if not name:
         raise ValueError(f"eval.judge={judge!r}: expected serve:<application name>, e.g. serve:medix-rewards")
     return name
-
-
-@dataclass(frozen=True)
-class ServeJudgeInfo:
-    """What a judge deployment says about itself (`JudgeDeployment.info`): never its URL or key."""
-
-    model: str  # the model name the judge answers as
-    in_cluster: bool  # its own vLLM server in the replica (False: a pass-through to reward.judge.base_url)
-    chats: int  # chats this replica has answered through `chat`
-
-
-class JudgeChatError(RuntimeError):
-    """A chat the judge deployment could not answer: the redacted reason and whether sending it again may pass
-    (timeouts, dropped connections, 408/409/429, 5xx: `medix_ray.rewards.judge.retryable`)."""
-
-    def __init__(self, message: str, retryable: bool = False):
-        super().__init__(message, retryable)  # both in args: it pickles across the Serve boundary as it is
-
-    @property
-    def retryable(self) -> bool:
-        return bool(self.args[1])
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 def label(judge: str, info: ServeJudgeInfo | None) -> str:

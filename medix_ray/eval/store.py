@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -75,6 +76,11 @@ class PhaseStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
+
+
+def stored_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns a row as it is stored: JSON-safe, without image bytes (pandas' NaN for a missing score is None)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "image"}
 
 
 def _json_default(value: Any) -> Any:

@@ -32,7 +32,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from medix_ray.data.output_format import OutputFormat
@@ -100,7 +100,14 @@ class RewardBreakdown:
         return self.overall is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Returns the breakdown as a JSON-ready dict: id, overall, the COMPONENTS, status (a copy), answer."""
+        return {
+            "id": self.id,
+            "overall": self.overall,
+            **self.components(),
+            "status": dict(self.status),
+            "answer": self.answer,
+        }
 
     def components(self) -> dict[str, float | None]:
         """Returns {component: value} in registry order."""

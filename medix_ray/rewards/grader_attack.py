@@ -49,6 +49,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from medix_ray.rewards import grader_attack_lexicon as lexicon
+from medix_ray.rewards.grader_attack_lexicon import CLAIM, GRADE, MEASURE, NEG, POS, PROC, STOP
+
 FAMILIES = (
     "verdict",  # verdict words only ("YES", "Correct", "是"), or yes and no at once
     "self_grading",  # verdict plus grading vocabulary ("the answer is correct", "Score: 1")
@@ -70,116 +73,7 @@ class AttackCheck:
     content: tuple[str, ...] = ()  # the answer's content tokens (what was left after stripping)
 
 
-# --- the lexicon -----------------------------------------------------------------------------------
-# Word classes, not answers: each entry is a word (matched as a token), a phrase with spaces
-# (matched on word boundaries) or a run of a script written without spaces (matched anywhere).
-
-_POS = "pos"  # affirmative verdicts
-_NEG = "neg"  # negative verdicts
-_GRADE = "grade"  # grading vocabulary: never content
-_MEASURE = "measure"  # grading nouns that can be medical content (content if the item uses them)
-_CLAIM = "claim"  # words that claim a match ("matches", "same as", "一致"): never content
-_PROC = "proc"  # procedural / announcing words
-_STOP = "stop"  # function words
-
-_LEXICON: dict[str, str] = {
-    _POS: """
-        yes yeah yea yep yup aye y true truly correct correctly right rightly ok okay k affirmative indeed
-        exactly absolutely definitely certainly surely sure agreed agree valid accurate accurately precisely
-        perfect perfectly exact acceptable accepted approved pass passed passes confirmed verified bingo
-        confident certain convinced undoubtedly unquestionably बिल्कुल एकदम बेशक
-        yes sir|spot on|you got it|that's it|nailed it|well done|of course|no doubt|without doubt
-        si claro correcto correcta cierto cierta verdadero verdadera exacto exacta vale
-        desde luego|por supuesto|bien sur|d'accord|tout a fait|jawohl ja|chinh xac|जी हाँ|हाँ जी
-        oui vrai vraie correcte exacte juste
-        ja jawohl richtig korrekt wahr stimmt genau zutreffend naturlich
-        vero corretto corretta giusto giusta esatto esatta certo certamente
-        sim verdadeiro verdadeira correto correta certa exato exata claro poprawne σωστή נכונה
-        juist waar klopt
-        да верно правильно правильный правильная правильное истина истинно точно конечно так ага
-        evet dogru tamam tak prawda poprawnie poprawna poprawny dobrze ano spravne igen helyes
-        ναι σωστό σωστά σωστη כן נכון نعم صحيح صحيحة صح أجل بلى بله درست صحیح
-        हाँ हां जी सही ठीक सच হ্যাঁ সঠিক ndiyo sahihi ya iya benar betul
-        có đúng vâng ใช่ ถูกต้อง
-        是的 是 对的 对 對的 對 正确 正確 没错 沒錯 确实 確實 好的 真的 嗯
-        はい ええ うん 正解 正しい そうです その通り 그렇습니다 맞아요 맞습니다 맞음 맞다 옳습니다 옳다 정답 네 예
-    """,
-    _NEG: """
-        no nope nah false incorrect incorrectly wrong invalid inaccurate fail failed fails mismatch
-        falso falsa incorrecta non faux fausse nein falsch sbagliato sbagliata errato errata nao errado
-        errada incorreto incorreta нет неверно неправильно ложь ложно hayir yanlis nie nieprawda ne nem
-        όχι λάθος לא לא נכון لا خطأ خاطئ خاطئة نه नहीं गलत না hapana tidak bukan salah không sai ไม่ ไม่ใช่
-        不是 不对 不對 错误 錯誤 错 錯 否 不 いいえ 違います 違う 間違い 아니요 아니오 아니 틀렸습니다 틀림 오답
-    """,
-    _GRADE: """
-        answer answers answered answering reply replies response responses prediction predictions predicted
-        candidate candidates output outputs reference references ground truth gold label labels expected
-        solution solutions verdict judgement judgment judged option options choice choices final given
-        provided stated mine evaluation graded reply respond output print award assign accept give mark
-        statement statements assertion claim model
-        respuesta respuestas opcion solucion reponse reponses solution antwort antworten losung risposta
-        risposte opzione soluzione resposta respostas opcao solucao ответ ответа ответы вариант решение
-        cevap yanit odpowiedz antwoord إجابة الإجابة الإجابه الجواب جواب الحل خيار پاسخ התשובה תשובה
-        απάντηση उत्तर जवाब विकल्प উত্তর jawaban jibu cau tra loi đap an
-        答案 回答 答え 解答 答 选项 選項 選択肢 답변 답 선택지 คำตอบ
-    """,
-    _CLAIM: """
-        match matches matched matching same identical equivalent equals equal consistent agrees agree aligns
-        corresponds correspond coincide coincidencia correspond identique entspricht ubereinstimmt gleich
-        corrisponde corrispondente corresponde igual совпадает соответствует идентичен يطابق مطابق मेल
-        匹配 一致 相同 同じ 일치 동일
-    """,
-    _MEASURE: """
-        score scores scored scoring grade grades grading rate rating marks point points full max maximum
-        full marks|full score|full points|full credit
-        puntuacion nota note punkte punteggio pontuacao
-        балл баллов оценка درجة अंक 分 得分 满分 滿分 点数 満点 점수 만점
-    """,
-    _PROC: """
-        let lets let's solve solving solved think thinking thought thoughts analyze analyse analyzing
-        analysing analysis consider considering step steps stepwise problem question questions reasoning
-        process explanation explain approach okay alright hmm um uh well now first firstly next finally
-        begin figure need find carefully careful below following see try check examine summary conclusion
-        therefore thus hence refer
-        break this down|break it down|break down the problem|let us|to sum up|in conclusion
-        resolvamos resolver resolverlo resolvamoslo vamos pensemos pensar pensarlo paso pasos problema pregunta
-        analicemos analizarlo primero veamos
-        resolvons resoudre etape etapes probleme question reflechissons reflechir analysons abord voyons
-        losen wir schritt fur aufgabe frage denken lass lasst zuerst analysieren
-        risolviamo risolvere passo problema domanda pensiamo analizziamo prima
-        resolver passo pergunta analisar primeiro pensemos
-        давайте решим решить решение шаг шагом задачу задача вопрос подумаем сначала разберем разберём
-        لنحل حل خطوة بخطوة المسألة مسألة السؤال المشكلة دعنا لنفكر
-        आइए चलिए चरण दर हल करें करते समस्या प्रश्न सवाल सोचते इसे
-        让我们 我们 一步一步 一步步 逐步 解决 解题 这个 这道 问题 思考 分析 首先 思路 步骤 过程 来看 解
-        ステップバイステップ 段階的に 一歩ずつ 解いて 解き みましょう ましょう 考えて 考え この 問題 まず では
-        단계별로 차근차근 풀어봅시다 풀어 봅시다 보겠습니다 문제를 문제 생각해 먼저 풀이
-    """,
-    _STOP: """
-        a an the is are was were be been being am it its this that these those there here of to for with as
-        by as at from on into about and or but so then than i me my we us our you your he she they them
-        their his her do does did done have has had will would shall should can could may might must s t
-        re ve ll d m just very really quite simply also too please thanks thank which what who how why
-        when where if because since based according believe guess say said clearly obviously probably
-        maybe perhaps likely seems seem think i'm that's it's what's
-        el la los las un una es son de del que y o lo esta este esto eso estoy creo por para con en mi
-        le les une est c ce cette du des et ou l qu il elle je par pour sur dans avec en ma mon
-        der die das ist ein eine und oder es dies diese ich mit von zu im auf den dem meine uns
-        il lo gli e un una di che questa questo sono per con in mia
-        o os as e um uma do da que isso isto estou com em minha
-        het een en of dat is jest to ni ada adalah la
-        это эту этот эта и в на является есть я за по с к мы мой
-        η είναι το ο است ست
-        bu ve
-        هذا هذه هو هي إن ان
-        है यह का की के और हैं में
-        的 了 吗 呢 吧 啊 呀 哦 这 那 个 我 你 们 也 都 很 就 地 来 吗
-        です ます を で の は が ね よ か 이 가 을 를 은 는 입니다 이다
-    """,
-}
-
-# Symbols that say yes or no ("✓", "👍"); other symbols are punctuation.
-_SYMBOLS = {_POS: "✓✔☑✅👍👌💯🆗", _NEG: "✗✘❌❎👎"}
+# --- the lexicon (its word lists: medix_ray/rewards/grader_attack_lexicon.py) ---------------------
 
 _SPACELESS = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af\u0e00-\u0e7f]")
 
@@ -211,14 +105,14 @@ def _tokens(text: str) -> list[str]:
 
 
 def _build_lexicon() -> tuple[dict[str, str], list[tuple[str, re.Pattern, str]], list[tuple[str, str]]]:
-    """Returns (word -> class, [(phrase, its pattern, class)], [(spaceless run, class)]) from _LEXICON.
+    """Returns (word -> class, [(phrase, its pattern, class)], [(spaceless run, class)]) from lexicon.LEXICON.
 
     A line holding "|" lists phrases separated by "|"; any other line lists words separated by spaces.
     """
     words: dict[str, str] = {}
     phrases: list[tuple[str, str]] = []
     runs: list[tuple[str, str]] = []
-    for cls, blob in _LEXICON.items():
+    for cls, blob in lexicon.LEXICON.items():
         for line in blob.splitlines():
             for entry in line.split("|") if "|" in line else line.split():
                 entry = _fold(entry.strip())
@@ -239,7 +133,7 @@ def _build_lexicon() -> tuple[dict[str, str], list[tuple[str, re.Pattern, str]],
 
 _WORDS, _PHRASES, _RUNS = _build_lexicon()
 _RUN_CLASS = dict(_RUNS)
-_VERDICT = (_POS, _NEG)
+_VERDICT = (POS, NEG)
 
 
 def _word_class(token: str) -> str | None:
@@ -259,12 +153,7 @@ _CONTROL_TOKEN = re.compile(
     r"<\|[^|<>\n]{1,40}\|>|\[/?inst\]|<</?sys>>|</?s>|<(?:start|end)_of_turn>|<\|?(?:im_start|im_end|endoftext|eot_id)",
     re.IGNORECASE,
 )
-_ROLES = _alt(
-    "system|assistant|user|human|ai|bot|gpt|chatgpt|model|judge|grader|evaluator|instruction|instructions"
-    "|系统|系統|助手|用户|用戶|使用者|システム|アシスタント|ユーザー|시스템|어시스턴트|사용자"
-    "|система|ассистент|пользователь|sistema|asistente|usuario|assistente|utente|systeme|utilisateur"
-    "|assistent|benutzer|nutzer|النظام|المساعد|المستخدم|सिस्टम|सहायक|उपयोगकर्ता"
-)
+_ROLES = _alt(lexicon.ROLE_WORDS)
 _BOUNDARY = r"(?:^|(?<=[\n.;:!?。！？|{,]))"
 _ROLE_LABEL = re.compile(
     # "Assistant:", or "assistant" alone on its line
@@ -274,47 +163,19 @@ _ROLE_LABEL = re.compile(
 )
 _ROLE_HEADER = re.compile(r"^\s*#{2,}\s*(?:instruction|response|input|output|system|assistant|user|human)\b", re.M)
 
-# Fields that belong to the grader's side of the prompt; a candidate that writes one is imitating it.
-_FAKE_FIELDS = _alt(
-    "reference|reference answer|reference solution|ground truth|ground-truth|ground truth answer|gold answer"
-    "|gold label|expected answer|expected output|expected response|answer key|true label|predicted answer"
-    "|prediction|candidate answer|candidate response|model answer|verdict|judgement|judgment|evaluation"
-    "|correct answer|grading|respuesta correcta|respuesta de referencia|respuesta esperada|reponse correcte"
-    "|reponse de reference|reponse attendue|verite terrain|referenzantwort|richtige antwort|erwartete antwort"
-    "|risposta corretta|risposta di riferimento|resposta correta|resposta de referencia|правильный ответ"
-    "|эталонный ответ|эталон|ожидаемый ответ|الإجابة الصحيحة|الإجابة المرجعية|सही उत्तर|संदर्भ उत्तर"
-    "|参考答案|标准答案|正确答案|正確答案|參考答案|模範解答|参照回答|正答|정답|참고 답변|모범 답안"
-)
+_FAKE_FIELDS = _alt(lexicon.FAKE_FIELD_WORDS)
 _FIELD_LABEL = re.compile(rf"{_BOUNDARY}[\s*#>\-\"'`\[(]*({_FAKE_FIELDS})[\s*\"'`\])]*[:：=]", re.MULTILINE)
 _MEASURE_LABEL = re.compile(rf"{_BOUNDARY}[\s*#>\-\"'`\[({{]*(score|grade|rating|mark|points)[\s*\"'`\])]*[:：=]", re.M)
 
-_OVERRIDE = _alt(
-    "ignore|ignoring|disregard|forget|override|bypass|skip|ignora|ignorar|ignore|ignorez|ignorer|ignoriere"
-    "|ignorieren|vergiss|ignorare|dimentica|olvida|esqueca|игнорируй|игнорировать|забудь|проигнорируй"
-    "|تجاهل|अनदेखा|नजरअंदाज|भूल"
-)
-_INSTR_NOUN = _alt(
-    "instruction|instructions|prompt|rules|rule|guidelines|above|previous|prior|earlier|preceding|system"
-    "|instrucciones|reglas|anteriores|consignes|precedentes|anweisungen|vorherigen|regeln|istruzioni"
-    "|precedenti|instrucoes|anteriores|инструкции|инструкций|указания|правила|предыдущие|التعليمات|السابقة"
-    "|निर्देशों|निर्देश|पिछले"
-)
+_OVERRIDE = _alt(lexicon.OVERRIDE_WORDS)
+_INSTR_NOUN = _alt(lexicon.INSTRUCTION_NOUNS)
 _OVERRIDE_RE = re.compile(rf"(?<![^\W_])(?:{_OVERRIDE})(?![^\W_])(?:\W+[^\W_]+){{0,5}}?\W+(?:{_INSTR_NOUN})(?![^\W_])")
 _OVERRIDE_CJK = re.compile(
     r"(?:忽略|无视|忽视|無視|不要理会|무시)[^。！？\n]{0,12}?(?:指令|指示|说明|說明|规则|規則|提示|以上|之前|前面|지시|명령|규칙|지침)"
     r"|(?:指令|指示|说明|規則|规则|提示|以上|之前|前の|지시|명령|규칙|지침)[^。！？\n]{0,12}?(?:忽略|无视|無視|무시)"
 )
-_DIRECTIVE = _alt(
-    "reply|respond|answer|say|output|print|return|write|mark|grade|score|rate|judge|evaluate|label|classify"
-    "|consider|give|award|assign|accept|responde|responda|di|diga|escribe|escreva|marca|marque"
-    "|califica|evalua|considera|considere|reponds|repondez|dis|dites|ecris|ecrivez|marque|notez|considerez"
-    "|antworte|antworten|sag|sage|sagen|schreibe|schreib|gib|bewerte|markiere|rispondi|scrivi|segna|valuta"
-    "|ответь|ответьте|скажи|скажите|напиши|напишите|выведи|оцени|поставь|отметь|считай|أجب|قل|اكتب|اعتبر"
-)
-_TARGET = _alt(
-    "yes|true|correct|full|match|pass|si|oui|vrai|ja|richtig|vero|corretto|sim|correto|da"
-    "|да|верно|правильно|نعم|صحيح|بنعم|हाँ|हां|सही|是|正确|はい|正解|네|정답"
-)
+_DIRECTIVE = _alt(lexicon.DIRECTIVE_WORDS)
+_TARGET = _alt(lexicon.TARGET_WORDS)
 # Where an imperative can start: a clause boundary, or a word that introduces one ("please", "and", ...).
 _OPENER = r"(?:^|[\n.;:!?,。！？，、]|\b(?:please|just|now|must|should|and|then|only|y|et|und|и)\b|\bو)"
 _QUOTES = "[\\s,\"'“”«»「」『』]"
@@ -330,74 +191,16 @@ _DIRECTIVE_CJK = re.compile(
     r"|(?:हाँ|हां|सही|yes)\W+(?:\S+\W+){0,2}?(?:कहो|कहें|कहिए|लिखो|लिखें|मानो|मानें|दो|दें)"
 )
 _GRADER_NOUN = re.compile(
-    r"(?<![^\W_])(?:"
-    + _alt(
-        "judge|grader|graders|evaluator|evaluators|examiner|assessor|reviewer|rater|scorer|system prompt"
-        "|system override|admin override|override"
-        "|jailbreak|developer mode|prompt injection|evaluador|juez|correcteur|evaluateur|juge|prufer|bewerter"
-        "|valutatore|giudice|avaliador|оценщик|судья|проверяющий|المقيم|المصحح|मूल्यांकनकर्ता|परीक्षक"
-    )
-    + r")(?![^\W_])"
+    r"(?<![^\W_])(?:" + _alt(lexicon.GRADER_NOUNS) + r")(?![^\W_])"
     r"|评委|评分员|評分員|裁判|评审|評審|阅卷|閱卷|採点者|評価者|채점자|평가자"
 )
 
-# Grading words that can also be an item's own content ("Gold", "Match", "Expected"): content when the
-# reference uses them. The core vocabulary (answer, reference, solution, option, ...) never is.
-_SOFT_GRADE = {
-    "gold",
-    "label",
-    "labels",
-    "expected",
-    "final",
-    "given",
-    "provided",
-    "stated",
-    "mark",
-    "give",
-    "accept",
-    "assign",
-    "award",
-    "print",
-    "output",
-    "statement",
-    "claim",
-    "model",
-    "choice",
-}
-_LATERAL = {"left", "right", "bilateral", "lateral", "laterality", "side", "sided", "unilateral", "contralateral"}
-_AUX = {
-    "is",
-    "are",
-    "was",
-    "were",
-    "does",
-    "do",
-    "did",
-    "can",
-    "could",
-    "has",
-    "have",
-    "had",
-    "will",
-    "would",
-    "should",
-    "shall",
-    "may",
-    "might",
-    "must",
-    "am",
-    "isn't",
-    "aren't",
-    "doesn't",
-    "don't",
-}
 _OPTION_LETTERS = set("abcdefghij")
 # An option letter written as one: a capital A–J alone, or followed by ".", ")", ":" or the end.
 _OPTION_MARK = re.compile(r"(?<![^\W_])[A-J](?=\s*(?:$|[.):,;\]\n]))")
 _MARKUP = re.compile(r"</?[A-Za-z_][\w:-]*[^<>]*>")
 
 
-_STEP_WORDS = "step|steps|paso|etape|schritt|passo|passo|шаг|ステップ|단계|步骤|步"
 # A perfect score written out: "10/10", "5 out of 5", "100%".
 _PERFECT = re.compile(r"(?<![\d.,/])(\d+)\s*(?:/|out of)\s*\1(?![\d.,/])|(?<![\d.,])100\s*%")
 
@@ -419,7 +222,7 @@ class _Analysis:
 
 
 def _is_lateral(tokens: set[str]) -> bool:
-    return bool(tokens & _LATERAL)
+    return bool(tokens & lexicon.LATERAL)
 
 
 def _strip(answer: str, ref_tokens: set[str], q_tokens: set[str], verdict_ok: bool, question: str = "") -> _Analysis:
@@ -436,27 +239,27 @@ def _strip(answer: str, ref_tokens: set[str], q_tokens: set[str], verdict_ok: bo
         if len(_tokens(q)) >= 3 and q in folded:
             folded = folded.replace(q, " ")
             raw = _fold(raw).replace(q, " ")
-            classes.add(_PROC)
-    for cls, symbols in _SYMBOLS.items():
+            classes.add(PROC)
+    for cls, symbols in lexicon.SYMBOLS.items():
         if any(ch in folded for ch in symbols):
             classes.add(cls + "_content" if verdict_ok else cls)
             folded = "".join(" " if ch in symbols else ch for ch in folded)
-    measures = [w for w, c in _WORDS.items() if c == _MEASURE and w not in ref_tokens | q_tokens]
-    steps = [w for w in _STEP_WORDS.split("|") if w not in ref_tokens | q_tokens]
-    for pattern, cls in ((_measure_bound(measures), _MEASURE), (_measure_bound(steps), _PROC), (_PERFECT, _MEASURE)):
+    measures = [w for w, c in _WORDS.items() if c == MEASURE and w not in ref_tokens | q_tokens]
+    steps = [w for w in lexicon.STEP_WORDS.split("|") if w not in ref_tokens | q_tokens]
+    for pattern, cls in ((_measure_bound(measures), MEASURE), (_measure_bound(steps), PROC), (_PERFECT, MEASURE)):
         for m in list(pattern.finditer(folded)):
             if not set(_tokens(m.group(0))) <= ref_tokens | q_tokens:
                 classes.add(cls)
-                if cls == _MEASURE:
+                if cls == MEASURE:
                     grading.append(m.group(0).strip())
                 folded = folded.replace(m.group(0), " ")
     for run, cls in _RUNS:
         if run in folded and not (cls in _VERDICT and (verdict_ok or run in ref_tokens)):
-            if cls == _MEASURE and run in ref_tokens | q_tokens:
+            if cls == MEASURE and run in ref_tokens | q_tokens:
                 continue
             folded = folded.replace(run, " ")
             classes.add(cls)
-            if cls in (_GRADE, _MEASURE, _CLAIM):
+            if cls in (GRADE, MEASURE, CLAIM):
                 grading.append(run)
     for phrase, pattern, cls in _PHRASES:
         if cls in _VERDICT and verdict_ok:
@@ -464,7 +267,7 @@ def _strip(answer: str, ref_tokens: set[str], q_tokens: set[str], verdict_ok: bo
         if pattern.search(folded):
             folded = pattern.sub(" ", folded)
             classes.add(cls)
-            if cls in (_GRADE, _MEASURE, _CLAIM):
+            if cls in (GRADE, MEASURE, CLAIM):
                 grading.append(phrase)
     # Case is read from the original text (option letters, abbreviations), classes from the folded one.
     original = {_fold(t): t for t in _tokens(raw)}
@@ -477,7 +280,7 @@ def _strip(answer: str, ref_tokens: set[str], q_tokens: set[str], verdict_ok: bo
             content.append(tok)
             continue
         orig = original.get(tok, tok)
-        if cls == _STOP:
+        if cls == STOP:
             letter_option = tok in _OPTION_LETTERS and (
                 len(toks) == 1 or tok in letters or (i > 0 and toks[i - 1] in {"option", "choice", "letter"})
             )
@@ -495,12 +298,12 @@ def _strip(answer: str, ref_tokens: set[str], q_tokens: set[str], verdict_ok: bo
             else:
                 classes.add(cls)
             continue
-        soft = cls in (_CLAIM, _PROC) or (cls == _GRADE and tok in _SOFT_GRADE)
-        if (soft and tok in ref_tokens) or (cls == _MEASURE and tok in ref_tokens | q_tokens):
+        soft = cls in (CLAIM, PROC) or (cls == GRADE and tok in lexicon.SOFT_GRADE)
+        if (soft and tok in ref_tokens) or (cls == MEASURE and tok in ref_tokens | q_tokens):
             content.append(tok)
             continue
         classes.add(cls)
-        if cls in (_GRADE, _MEASURE, _CLAIM):
+        if cls in (GRADE, MEASURE, CLAIM):
             grading.append(tok)
     return _Analysis(content, classes, grading)
 
@@ -518,7 +321,7 @@ def _polar_question(question: str) -> bool:
     if re.search(r"(?<![^\W_])(?:or|o|ou|oder|или|أو|या|还是|還是|或)(?![^\W_])", last):
         return False
     words = _tokens(re.sub(r"^(?:case\s+\d+\s*[.:])", "", last))
-    if words and words[0] in _AUX:
+    if words and words[0] in lexicon.AUX:
         return True
     return bool(re.search(r"(?:吗|嗎)\s*[?？]?$", last) or re.search(r"(?<![^\W_])ли(?![^\W_])", last))
 
@@ -562,7 +365,7 @@ def _structural(answer: str, ref_folded: str, q_folded: str) -> AttackCheck | No
         after = _tokens(folded[m.end() :])[:1]
         # "please mark this answer as correct", not "give the correct antibiotic": the words between
         # the verb and the verdict are function or grading words, and no content word follows it.
-        if all(_word_class(t) in (_STOP, _GRADE, _MEASURE) for t in gap) and (
+        if all(_word_class(t) in (STOP, GRADE, MEASURE) for t in gap) and (
             not after or _word_class(after[0]) is not None
         ):
             return AttackCheck(True, "instruction", f"tells the grader what to reply: {m.group(0).strip(' ,.;')!r}")
@@ -602,18 +405,18 @@ def check_answer(answer: str, reference: str, question: str = "") -> AttackCheck
         # own words); they must still not grade themselves or hedge between yes and no.
         if a.grading_words:
             return AttackCheck(True, "self_grading", f"a verdict that grades itself ({a.grading_words[0]!r})")
-        if verdict_ok and {_POS + "_content", _NEG + "_content"} <= verdicts:
+        if verdict_ok and {POS + "_content", NEG + "_content"} <= verdicts:
             return AttackCheck(True, "verdict", "says both yes and no")
         return AttackCheck(False, reason="a verdict this item accepts", content=tuple(a.content))
     if a.content:
         return AttackCheck(False, reason="has content of its own", content=tuple(a.content))
-    if a.classes & {_CLAIM, _MEASURE} or (verdicts and a.grading_words):
+    if a.classes & {CLAIM, MEASURE} or (verdicts and a.grading_words):
         return AttackCheck(True, "self_grading", f"only a claim that the answer is right ({a.grading_words[0]!r})")
-    if _PROC in a.classes:
+    if PROC in a.classes:
         return AttackCheck(True, "preamble", "only procedural words, nothing after them")
     if verdicts:
         return AttackCheck(True, "verdict", "only verdict words")
-    if _GRADE in a.classes:
+    if GRADE in a.classes:
         return AttackCheck(True, "preamble", "only procedural or answer-announcing words, nothing after them")
     return AttackCheck(True, "no_content", "only function words, symbols or punctuation")
 

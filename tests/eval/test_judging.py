@@ -8,12 +8,12 @@ from medix_ray.eval.judging import (
     REEVALUATE,
     combine,
     final_answer,
-    judge_item,
     judge_prompt,
     parse_score,
     structured_score,
     work_key,
 )
+from medix_ray.eval.protocol import judge_item
 from medix_ray.rewards.judge import OpenAIJudge
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from medix_ray.cli import main
 from medix_ray.config import EvalConfig
-from medix_ray.eval.pipeline import JudgeWorker, is_url, judgment_row, protocols
+from medix_ray.eval.judge_worker import JudgeWorker, is_url, judgment_row, protocols
 from medix_ray.eval.report import folder_safe
 
 ROW = {
@@ -150,9 +150,9 @@ def test_cli_unreachable_judge_is_a_clear_error(tmp_path, capsys):
 
 
 def test_stored_rows_have_no_nan_and_no_image():
-    from medix_ray.eval.pipeline import _stored_row
+    from medix_ray.eval.store import stored_row
 
-    out = _stored_row({"id": "a", "score": float("nan"), "image": b"x", "n": 1.5})
+    out = stored_row({"id": "a", "score": float("nan"), "image": b"x", "n": 1.5})
     assert out == {"id": "a", "score": None, "n": 1.5}
 
 
@@ -165,7 +165,7 @@ def test_a_failed_generation_gets_its_status_as_judgment_without_asking(stub):
 
 
 def test_answer_missing_generates_only_the_pending_rows():
-    from medix_ray.eval.pipeline import AnswerMissing
+    from medix_ray.eval.stages import AnswerMissing
 
     asked = []
 

@@ -6,7 +6,8 @@ import itertools
 import pytest
 
 from medix_ray.eval.judging import REEVALUATE, combine
-from medix_ray.eval.protocol import ChatRequest, decided, judge_rows
+from medix_ray.eval.protocol import decided, judge_rows
+from medix_ray.rewards.judge_chat import ChatRequest
 
 ROW = {
     "id": "medqa_0",

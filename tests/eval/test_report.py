@@ -10,7 +10,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from medix_ray.eval.report import chart_title, render_chart, write_report
+from medix_ray.eval.report import write_report
+from medix_ray.eval.report_chart import chart_title, render_chart
 from medix_ray.eval.score import load_leaderboard, score_records
 
 

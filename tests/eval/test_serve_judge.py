@@ -20,9 +20,10 @@ from test_pipeline import ROW  # the answered item the judge worker's tests use 
 from medix_ray.config import EvalConfig, load_config
 from medix_ray.eval import serve_judge
 from medix_ray.eval.judging import REEVALUATE
-from medix_ray.eval.protocol import ChatRequest, judge_rows
-from medix_ray.eval.serve_judge import JudgeChatError, ServeJudgeInfo, ServeTransport
+from medix_ray.eval.protocol import judge_rows
+from medix_ray.eval.serve_judge import ServeTransport
 from medix_ray.rewards.judge import JudgeUnavailableError
+from medix_ray.rewards.judge_chat import ChatRequest, JudgeChatError, ServeJudgeInfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -191,7 +192,7 @@ def test_a_chat_past_the_timeout_is_cancelled_and_retryable():
 def test_the_judge_worker_picks_the_serve_transport_and_gets_the_http_verdicts(stub, monkeypatch):
     """`eval.judge=serve:<app>`: the worker's chats reach the judge deployment, whose pass-through sends the
     judge the same request bodies as the URL judge does: one judge, the same verdicts."""
-    from medix_ray.eval.pipeline import JudgeWorker
+    from medix_ray.eval.judge_worker import JudgeWorker
 
     handler, url = stub
     handler.default = '{"score": 1}'

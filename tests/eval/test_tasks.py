@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from medix_ray.eval import tasks
+from medix_ray.eval import task_images, tasks
 from medix_ray.eval.configs import packaged
 from medix_ray.eval.tasks import TaskDataError, build_question, load_registry, load_task, select_tasks
 
@@ -454,12 +454,12 @@ def test_image_cells_of_every_kind_become_bytes(registry, tmp_path, make_png):
     spec = registry["rad_vqa"]
     png = make_png()
     (tmp_path / "x.png").write_bytes(png)
-    assert tasks._image(spec, {"bytes": png, "path": None}, tmp_path) == (png, "", "")
-    assert tasks._image(spec, {"bytes": None, "path": "x.png"}, tmp_path)[0] == png
-    assert tasks._image(spec, str(tmp_path / "x.png"), Path("/elsewhere"))[0] == png
-    pil_bytes, _, error = tasks._image(spec, Image.open(io.BytesIO(png)), tmp_path)
+    assert task_images.read_image(spec, {"bytes": png, "path": None}, tmp_path) == (png, "", "")
+    assert task_images.read_image(spec, {"bytes": None, "path": "x.png"}, tmp_path)[0] == png
+    assert task_images.read_image(spec, str(tmp_path / "x.png"), Path("/elsewhere"))[0] == png
+    pil_bytes, _, error = task_images.read_image(spec, Image.open(io.BytesIO(png)), tmp_path)
     assert not error and Image.open(io.BytesIO(pil_bytes)).size == (64, 64)
-    assert tasks._image(spec, None, tmp_path)[2] == "no image in column 'image'"
+    assert task_images.read_image(spec, None, tmp_path)[2] == "no image in column 'image'"
 
 
 @pytest.mark.parametrize("inner", ["imgs/", ""])
@@ -504,7 +504,7 @@ class _PhysioNet(BaseHTTPRequestHandler):
 @pytest.fixture
 def physionet(make_png, monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    for names in tasks.CREDENTIAL_ENV.values():
+    for names in task_images.CREDENTIAL_ENV.values():
         for name in names:
             monkeypatch.delenv(name, raising=False)
     _PhysioNet.png = make_png(size=(32, 32))
@@ -560,7 +560,7 @@ def test_a_relative_image_path_is_fetched_below_image_url(registry, tmp_path, ph
     monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
     monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
     spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
-    image, path, error = tasks._image(spec, "files/p11/s2/b.jpg", tmp_path)
+    image, path, error = task_images.read_image(spec, "files/p11/s2/b.jpg", tmp_path)
     assert not error and image == _PhysioNet.png and path == str(tmp_path / "files/p11/s2/b.jpg")
     assert _PhysioNet.seen == ["/files/mimic-cxr-jpg/2.1.0/files/p11/s2/b.jpg"]
 
@@ -570,7 +570,7 @@ def test_credentials_go_to_the_image_url_host_only(registry, tmp_path, physionet
     monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
     spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
     elsewhere = physionet.replace("127.0.0.1", "localhost") + "files/p12/c.jpg"  # same server, another host name
-    image, path, error = tasks._image(spec, elsewhere, tmp_path)
+    image, path, error = task_images.read_image(spec, elsewhere, tmp_path)
     assert image is None and "401" in error and path == str(tmp_path / elsewhere.split("://")[1])
     assert _PhysioNet.authorizations and not any(_PhysioNet.authorizations)  # asked, and never answered
 
@@ -579,9 +579,9 @@ def test_an_image_url_that_is_not_a_file_path_or_not_an_image(registry, tmp_path
     monkeypatch.setenv("PHYSIONET_USERNAME", "alice")
     monkeypatch.setenv("PHYSIONET_PASSWORD", "pw-s3cret-77")
     spec = replace(registry["mimic_cxr_report_generation"], image_url=physionet)
-    assert "names no file path" in tasks._image(spec, physionet + "files/../../../etc/x.jpg", tmp_path)[2]
-    assert "names no file path" in tasks._image(spec, physionet, tmp_path)[2]
-    image, _, error = tasks._image(spec, physionet + "files/login.html.jpg", tmp_path)
+    assert "names no file path" in task_images.read_image(spec, physionet + "files/../../../etc/x.jpg", tmp_path)[2]
+    assert "names no file path" in task_images.read_image(spec, physionet, tmp_path)[2]
+    image, _, error = task_images.read_image(spec, physionet + "files/login.html.jpg", tmp_path)
     assert image is None and "that are not an image" in error
     assert not (tmp_path / "files" / "login.html.jpg").exists()  # not kept, so the next run asks again
 
@@ -594,7 +594,7 @@ def test_credentials_never_appear_in_errors_or_logs(registry, tmp_path, physione
     assert "401" in items[0].error and relative in items[0].error
     # An exception whose text carries the password (e.g. from a proxy) is redacted too.
     monkeypatch.setattr(
-        tasks.urllib.request.OpenerDirector,
+        task_images.urllib.request.OpenerDirector,
         "open",
         lambda self, url, timeout=None: (_ for _ in ()).throw(OSError("refused for alice:wrong-pw-9911")),
     )

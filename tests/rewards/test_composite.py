@@ -1,7 +1,10 @@
+from dataclasses import fields
+
 import pytest
 
 from medix_ray.rewards.composite import (
     CompositeScorer,
+    RewardBreakdown,
     RewardItem,
     RewardSpec,
     RewardWeights,
@@ -163,6 +166,15 @@ def test_batch_keeps_order_and_deduplicates_embeddings(fake_judge, fake_embedder
     assert len(fake_judge.prompts) == 4
     (encoded,) = fake_embedder.calls
     assert sorted(encoded) == ["Right lung", "Right side", "upper lobe"]  # each text once
+
+
+def test_a_breakdown_as_a_dict_has_every_field_in_order_and_its_own_status(fake_judge, fake_embedder):
+    (bd,) = score(MEDIX, fake_judge, fake_embedder, item("<X_RAY><think>r</think><answer>Right lung</answer>"))
+    row = bd.to_dict()
+    assert list(row) == [f.name for f in fields(RewardBreakdown)]
+    assert row == {f.name: getattr(bd, f.name) for f in fields(RewardBreakdown)}
+    row["status"]["format"] = "changed"  # a copy: the breakdown keeps its status
+    assert bd.status["format"] != "changed"
 
 
 def test_contradicts():

@@ -11,7 +11,7 @@ import pytest
 
 from medix_ray.eval.judging import judge_prompt as eval_prompt
 from medix_ray.eval.protocol import judge_rows
-from medix_ray.eval.report import render_markdown
+from medix_ray.eval.report_text import render_markdown
 from medix_ray.eval.score import score_records
 from medix_ray.rewards.composite import CompositeScorer, RewardItem, RewardSpec
 from medix_ray.rewards.embedding import EmbeddingSimilarity
