@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medix_ray.environment.vllm_plugin import SPIN_ENV  # noqa: E402
 from medix_ray.eval.judging import (  # noqa: E402
     REEVALUATE,
     attack_judgment,
@@ -49,7 +50,6 @@ from medix_ray.eval.judging import (  # noqa: E402
     judge_prompt,
     structured_score,
 )
-from medix_ray.rollout.vllm_plugin import SPIN_ENV  # noqa: E402
 
 
 def bench_items(samples: int, data_dir: Path) -> list:
@@ -170,7 +170,7 @@ def run_baseline(items: list, shared: Shared, workers: int, out: Path) -> dict:
     ]
     gen_path, judge_path = str(out / "generations.jsonl"), str(out / "judgments.jsonl")
     # The reference runs stock vLLM: its servers' queue readers spin as vLLM's do (1 s), not as medix-ray's
-    # vLLM plugin sets them on a small CPU node (medix_ray/rollout/vllm_plugin.py).
+    # vLLM plugin sets them on a small CPU node (medix_ray/environment/vllm_plugin.py).
     os.environ[SPIN_ENV] = "1"
     t0 = time.monotonic()
     with LocalJudgeServer(model, dtype=shared.dtype, **server) as url:
@@ -301,14 +301,9 @@ def main() -> None:
     )
     baseline = run_baseline(items, shared, args.workers, out / "baseline")
     t_ray = time.monotonic()  # starting Ray is part of the pipeline's cost
-    from medix_ray.cluster import local_dashboard  # as medix_ray.eval.pipeline.connect_ray starts its cluster
+    from medix_ray.environment import init_ray  # as `medix-ray evaluate` starts its cluster
 
-    ray.init(
-        num_cpus=4,
-        log_to_driver=False,
-        include_dashboard=local_dashboard(),
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-    )
+    init_ray(num_cpus=4, log_to_driver=False)
     ray_init_s = time.monotonic() - t_ray
     try:
         ours = run_pipeline(items, shared, out / "pipeline")
