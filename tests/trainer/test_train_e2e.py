@@ -119,6 +119,87 @@ class TestTextRun:
         # Steps 1-3 were trained before the restart; the log keeps each step once.
         assert [r["step"] for r in _rows(tmp_path)][-1] == 4
 
+    def test_one_step_carries_a_typed_record_across_each_boundary(self, text_run):
+        """One sync step on the real stack, spied at each boundary: the replica's reply, the reward's reply, the
+        learner batch and the calls that carry it, the learner's reply, and the weight sync's replies are the
+        typed records of medix_ray/trajectory.py (no dict keyed by strings, no status string)."""
+        from medix_ray.learner.calls import LearnerCall, Update
+        from medix_ray.sync.coordinator import SyncReport
+        from medix_ray.sync.receiver import PushReply, ReceiveReport
+        from medix_ray.trajectory import (
+            GroupStatus,
+            PolicyBatch,
+            ReplicaInfo,
+            Response,
+            RewardBreakdown,
+            Rollout,
+            ScoredGroup,
+            UpdateStats,
+        )
+
+        trainer, _ = text_run
+        seen: dict[str, list] = {"rollouts": [], "posted": [], "batch": [], "stats": [], "sync": []}
+        fleet_generate, learner_post, learner_update, sync_push = (
+            trainer.fleet.generate,
+            trainer.learner._post,
+            trainer.learner.update,
+            trainer.sync.push,
+        )
+
+        def generate(*args, **kwargs):
+            out = fleet_generate(*args, **kwargs)
+            seen["rollouts"].extend(out)
+            return out
+
+        def post(calls):
+            seen["posted"].extend(calls)
+            return learner_post(calls)
+
+        def update(batch):
+            seen["batch"].append(batch)
+            stats = learner_update(batch)
+            seen["stats"].extend(stats)
+            return stats
+
+        def push(*args, **kwargs):
+            report = sync_push(*args, **kwargs)
+            seen["sync"].append(report)
+            return report
+
+        trainer.fleet.generate, trainer.learner._post, trainer.learner.update, trainer.sync.push = (
+            generate,
+            post,
+            update,
+            push,
+        )
+        try:
+            result = trainer.train_step()
+        finally:
+            for name in ("generate", "_post", "update", "push"):
+                for obj in (trainer.fleet, trainer.learner, trainer.sync):
+                    obj.__dict__.pop(name, None)
+        # The replica's reply: one Rollout per prompt, made of Responses (text policy: no images).
+        assert seen["rollouts"] and all(type(ro) is Rollout for ro in seen["rollouts"])
+        assert all(type(r) is Response and r.token_ids for ro in seen["rollouts"] for r in ro.responses)
+        assert all(ro.images is None and ro.prompt_token_ids for ro in seen["rollouts"])
+        # The reward's reply, kept as it came in each ScoredGroup; the group's fate is an enum.
+        assert all(type(g) is ScoredGroup and isinstance(g.status, GroupStatus) for g in result.groups)
+        assert all(type(bd) is RewardBreakdown for g in result.groups for bd in g.breakdowns)
+        # The learner batch travels in typed calls; the reply is UpdateStats.
+        (batch,) = seen["batch"]
+        assert type(batch) is PolicyBatch and batch.size == sum(len(g.rollout.responses) for g in result.groups)
+        assert all(isinstance(c, LearnerCall) for c in seen["posted"]) and any(
+            type(c) is Update for c in seen["posted"]
+        )
+        assert seen["stats"] and all(type(s) is UpdateStats for s in seen["stats"])
+        # The weight sync's replies.
+        (report,) = seen["sync"]
+        assert type(report) is SyncReport and report.verified
+        assert all(
+            type(r) is PushReply and all(type(w) is ReceiveReport for w in r.workers) for r in report.per_replica
+        )
+        assert all(type(r) is ReplicaInfo for r in trainer.fleet.replicas())
+
     def test_async_run_bounds_staleness_survives_faults_and_loses_no_prompt(self, text_run):
         """The same run goes on with trainer.mode=async: rollouts stream while the learner trains; no trajectory
         older than max_staleness is trained on (rollouts.jsonl); a killed rollout replica and a killed learner
