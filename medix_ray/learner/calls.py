@@ -9,6 +9,8 @@ is its own dispatch, so adding a learner method means adding a call class here.
     OpenSync(SyncOpen(...)).run(worker) -> SyncOpened           (medix_ray/sync/endpoint.py)
 
 A payload too large for the board (a batch shard) travels as an ObjectRef and is fetched by the rank.
+`worker` below is the rank's `LearnerWorker` (worker.py, which imports this module: it is not imported
+back, so the two stay acyclic).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the worker imports this module; only type checkers need the other direction
+if TYPE_CHECKING:
     import torch
 
-    from medix_ray.learner.worker import LearnerWorker
     from medix_ray.sync.endpoint import SyncOpen, SyncOpened, SyncPush
     from medix_ray.sync.sender import SentPush
     from medix_ray.trajectory import UpdateStats
@@ -36,7 +37,7 @@ def _resolve(payload: Any) -> Any:
 class LearnerCall:
     """One call to one rank; `run` returns what the rank replies."""
 
-    def run(self, worker: LearnerWorker) -> Any:
+    def run(self, worker: Any) -> Any:
         raise NotImplementedError
 
     @property
@@ -48,7 +49,7 @@ class LearnerCall:
 class ComputeLogprobs(LearnerCall):
     shard: Any  # PolicyBatch or an ObjectRef of one
 
-    def run(self, worker: LearnerWorker) -> torch.Tensor | None:
+    def run(self, worker: Any) -> torch.Tensor | None:
         return worker.logprobs(_resolve(self.shard))
 
 
@@ -56,7 +57,7 @@ class ComputeLogprobs(LearnerCall):
 class ComputeRefLogprobs(LearnerCall):
     shard: Any  # PolicyBatch or an ObjectRef of one
 
-    def run(self, worker: LearnerWorker) -> torch.Tensor:
+    def run(self, worker: Any) -> torch.Tensor:
         return worker.ref_logprobs(_resolve(self.shard))
 
 
@@ -64,7 +65,7 @@ class ComputeRefLogprobs(LearnerCall):
 class Update(LearnerCall):
     shard: Any  # PolicyBatch or an ObjectRef of one: this rank's rows of every mini-batch
 
-    def run(self, worker: LearnerWorker) -> list[UpdateStats]:
+    def run(self, worker: Any) -> list[UpdateStats]:
         return worker.update(_resolve(self.shard))
 
 
@@ -72,13 +73,13 @@ class Update(LearnerCall):
 class SaveCheckpoint(LearnerCall):
     client_state: dict[str, Any]  # step, version, data cursor, counters, base model (JSON-able)
 
-    def run(self, worker: LearnerWorker) -> bool:
+    def run(self, worker: Any) -> bool:
         return worker.save(self.client_state)
 
 
 @dataclass(frozen=True)
 class GatherState(LearnerCall):
-    def run(self, worker: LearnerWorker) -> list | None:
+    def run(self, worker: Any) -> list | None:
         return worker.state_dict()
 
 
@@ -86,13 +87,13 @@ class GatherState(LearnerCall):
 class OpenSync(LearnerCall):
     request: SyncOpen
 
-    def run(self, worker: LearnerWorker) -> SyncOpened:
+    def run(self, worker: Any) -> SyncOpened:
         return worker.sync.open(self.request)
 
 
 @dataclass(frozen=True)
 class ConnectSync(LearnerCall):
-    def run(self, worker: LearnerWorker) -> bool:
+    def run(self, worker: Any) -> bool:
         return worker.sync.connect()
 
 
@@ -100,7 +101,7 @@ class ConnectSync(LearnerCall):
 class PushWeights(LearnerCall):
     request: SyncPush
 
-    def run(self, worker: LearnerWorker) -> SentPush:
+    def run(self, worker: Any) -> SentPush:
         return worker.sync.push(self.request)
 
 
@@ -111,7 +112,7 @@ class RunFunction(LearnerCall):
     fn: Callable[[Any, Any], Any]
     payload: Any = None
 
-    def run(self, worker: LearnerWorker) -> Any:
+    def run(self, worker: Any) -> Any:
         return self.fn(worker, _resolve(self.payload))
 
     @property
@@ -123,5 +124,5 @@ class RunFunction(LearnerCall):
 class Stop(LearnerCall):
     """Ends the rank's serving loop (its sync endpoint is closed)."""
 
-    def run(self, worker: LearnerWorker) -> None:
+    def run(self, worker: Any) -> None:
         worker.sync.close()

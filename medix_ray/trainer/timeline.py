@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ class Span:
         return self.end - self.start
 
     def to_json(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = {f.name: getattr(self, f.name) for f in fields(self)}  # a JSONL line; empty fields left out
         return {k: v for k, v in row.items() if v is not None and v != {}}
 
     @classmethod
