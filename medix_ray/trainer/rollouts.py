@@ -43,7 +43,6 @@ class Rollouts:
         self.rewards = rewards
         self.timeline = timeline
         self.synced_version = synced_version
-        self.sampling = Sampling.training(cfg.rollout)
 
     def generate(self, samples: Sequence[Sample], sampling: Sampling, name: str, step: int) -> list[Rollout]:
         """Rolls out on the fleet; the timeline gets one span per replica that served a group."""
@@ -96,7 +95,8 @@ class Rollouts:
     def collect(self, samples: Sequence[Sample], step: int) -> tuple[list[ScoredGroup], float, float]:
         """Returns the samples' scored groups, with the rollout and reward seconds."""
         t0 = time.monotonic()
-        rollouts = self.generate(samples, self.sampling, "generate", step)
+        # Read at each call: the config may change between steps (bench/rl_steps.py changes n per cell).
+        rollouts = self.generate(samples, Sampling.training(self.cfg.rollout), "generate", step)
         t1 = time.monotonic()
         groups = self.score(rollouts, "score", step)
         return groups, t1 - t0, time.monotonic() - t1
