@@ -54,7 +54,7 @@ def adamw(params, lr: float, betas, weight_decay: float) -> torch.optim.AdamW:
 
 
 class TorchEngine:
-    """A plain model + AdamW (the engine of tests and of the single-process baseline)."""
+    """A plain model + AdamW: the single-process baseline of bench/learner_step.py (and the tests' engine)."""
 
     def __init__(
         self,
@@ -63,12 +63,10 @@ class TorchEngine:
         betas=(0.9, 0.999),
         weight_decay: float = 0.01,
         grad_clip: float = 1.0,
-        step_optimizer: bool = True,
     ):
         self.module = model
         self.optimizer = adamw(model.parameters(), lr, betas, weight_decay)
         self.grad_clip = grad_clip
-        self.step_optimizer = step_optimizer  # False: gradients accumulate and are never applied (tests)
         self._boundary = False
         self._last_norm: float | None = None
 
@@ -77,7 +75,7 @@ class TorchEngine:
         self._boundary = boundary
 
     def step(self) -> None:
-        if not (self._boundary and self.step_optimizer):
+        if not self._boundary:
             return
         self._last_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip))
         self.optimizer.step()

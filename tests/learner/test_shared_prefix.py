@@ -12,10 +12,11 @@ from test_engine import _flat, _port  # the 2-rank helpers of the ZeRO engine te
 import medix_ray.learner.logprobs as logprobs_module
 from medix_ray.config import AlgorithmConfig, LearnerConfig
 from medix_ray.learner.batch import build_batch
-from medix_ray.trajectory import PolicyBatch
 from medix_ray.learner.logprobs import Layout, batch_logprobs, pack, rope_index
 from medix_ray.learner.packing import dense_mask, plan_micro_batches
-from medix_ray.learner.update import TorchEngine, minibatch_update
+from medix_ray.learner.update import minibatch_update
+from medix_ray.trajectory import PolicyBatch
+from tests.learner.engines import GradientOnlyEngine
 
 # (prompt length, response lengths) per group: unequal responses, one single-response group
 TEXT_GROUPS = [(7, [3, 9, 1, 5]), (12, [4, 2]), (3, [6]), (5, [8, 2, 7])]
@@ -58,12 +59,12 @@ def assert_same_gradient(model, batch, budgets, algo=None):
     algo = algo or AlgorithmConfig()
     batch.old_logp = batch_logprobs(model.eval(), batch, Layout.per_row(batch.size)) + 0.05 * batch.loss_mask
     model.train()
-    minibatch_update(TorchEngine(model, step_optimizer=False), batch, algo, layout=Layout.per_row(2), norm_length=16)
+    minibatch_update(GradientOnlyEngine(model), batch, algo, layout=Layout.per_row(2), norm_length=16)
     reference = _grads(model).clone()
     model.zero_grad(set_to_none=True)
     assert reference.norm() > 0
     for budget in budgets:
-        engine = TorchEngine(model, step_optimizer=False)
+        engine = GradientOnlyEngine(model)
         stats = minibatch_update(engine, batch, algo, layout=Layout.shared(budget), norm_length=16)
         shared = _grads(model).clone()
         model.zero_grad(set_to_none=True)
@@ -162,15 +163,13 @@ def test_ranks_with_fewer_micro_batches_split_and_pad_without_changing_the_gradi
     batch = text_batch()
     batch.old_logp = batch_logprobs(model.eval(), batch, Layout.per_row(4))
     model.train()
-    minibatch_update(TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), layout=Layout.shared(10_000))
+    minibatch_update(GradientOnlyEngine(model), batch, AlgorithmConfig(), layout=Layout.shared(10_000))
     reference = _grads(model).clone()
     model.zero_grad(set_to_none=True)
     monkeypatch.setattr(logprobs_module, "_max_over_ranks", lambda count: count + 11)  # another rank has 12
     plan = Layout.shared(10_000).plan(batch)
     assert batch.size == 10 and len(plan.spans) == 12 and plan.padding == 2  # 10 one-row spans, 2 repeats
-    stats = minibatch_update(
-        TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), layout=Layout.shared(10_000)
-    )
+    stats = minibatch_update(GradientOnlyEngine(model), batch, AlgorithmConfig(), layout=Layout.shared(10_000))
     assert stats.micro_batches == 12
     assert (_grads(model) - reference).abs().max() / reference.norm() < 1e-5
     assert torch.allclose(

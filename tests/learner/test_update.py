@@ -12,6 +12,7 @@ from medix_ray.config import AlgorithmConfig
 from medix_ray.learner.batch import build_batch
 from medix_ray.learner.logprobs import Layout, batch_logprobs
 from medix_ray.learner.update import TorchEngine, minibatch_update
+from tests.learner.engines import GradientOnlyEngine
 
 
 def tiny_lm(seed=0):
@@ -64,7 +65,7 @@ def test_micro_batch_size_does_not_change_the_gradient(mode):
     for micro in (1, 2, 6):
         model = tiny_lm()
         minibatch_update(
-            TorchEngine(model, step_optimizer=False),
+            GradientOnlyEngine(model),
             fixed_batch(model),
             algo,
             layout=Layout.per_row(micro),
@@ -92,9 +93,9 @@ def _dp_worker(rank, world, port, out_path):
     half = batch.select(rank * 3, rank * 3 + 3)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
 
-    class DDPEngine(TorchEngine):
+    class DDPEngine(GradientOnlyEngine):
         def __init__(self):
-            super().__init__(model, step_optimizer=False)
+            super().__init__(model)
             self.module = ddp
 
     minibatch_update(DDPEngine(), half, AlgorithmConfig(), layout=Layout.per_row(1))
@@ -107,7 +108,7 @@ def _dp_worker(rank, world, port, out_path):
 def test_two_data_parallel_workers_give_the_single_process_gradient(tmp_path):
     model = tiny_lm()
     batch = fixed_batch(model)
-    minibatch_update(TorchEngine(model, step_optimizer=False), batch, AlgorithmConfig(), layout=Layout.per_row(3))
+    minibatch_update(GradientOnlyEngine(model), batch, AlgorithmConfig(), layout=Layout.per_row(3))
     single = _grads(model)
     import socket
 
@@ -137,7 +138,7 @@ def test_on_policy_update_uses_the_current_logprobs_as_old():
         if on_policy:
             batch.old_logp = None
         minibatch_update(
-            TorchEngine(model, step_optimizer=False),
+            GradientOnlyEngine(model),
             batch,
             AlgorithmConfig(),
             layout=Layout.per_row(2),
@@ -192,7 +193,7 @@ def _behaviour_grads(behaviour_shift, cap=2.0, on_policy=False):
     if on_policy:
         batch.old_logp = None
     stats = minibatch_update(
-        TorchEngine(model, step_optimizer=False),
+        GradientOnlyEngine(model),
         batch,
         AlgorithmConfig(tis_cap=cap),
         layout=Layout.per_row(3),
