@@ -221,6 +221,7 @@ def test_every_operational_key_is_a_config_key():
 # ---- unreadable data files ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_corrupt_parquet_file_is_named_in_the_error_with_exit_2(tmp_path, capsys):
     good = tmp_path / "good.parquet"
     pq.write_table(pa.Table.from_pylist([_row()], schema=SAMPLE_SCHEMA), good)
@@ -271,15 +272,16 @@ def test_a_truncated_arrow_file_is_named(tmp_path):
 
 
 def test_an_evaluation_image_path_leaving_the_task_folder_is_an_item_error(tmp_path, make_png):
-    from medix_ray.eval.tasks import _image, load_registry
+    from medix_ray.eval.task_images import read_image
+    from medix_ray.eval.tasks import load_registry
 
     spec = load_registry()["slake_vqa"]
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(make_png())
     (tmp_path / "secret.png").write_bytes(make_png())
-    data, _, error = _image(spec, "a.png", tmp_path / "imgs")
+    data, _, error = read_image(spec, "a.png", tmp_path / "imgs")
     assert data is not None and error == ""
-    data, where, error = _image(spec, "../secret.png", tmp_path / "imgs")
+    data, where, error = read_image(spec, "../secret.png", tmp_path / "imgs")
     assert data is None and where == "../secret.png" and "leaves the data folder" in error
 
 

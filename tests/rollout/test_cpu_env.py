@@ -59,7 +59,7 @@ def test_an_engine_dtype_reaches_judge_servers_and_in_process_engines(monkeypatc
 
 def test_a_judge_dtype_of_its_own_reaches_both_kinds_of_local_judge(monkeypatch, tmp_path):
     from medix_ray.config import EvalConfig
-    from medix_ray.eval import local_judge, pipeline
+    from medix_ray.eval import judge_worker, local_judge, pipeline
     from medix_ray.rewards import judge_server
 
     cfg = load_config(overrides=["eval.engine_dtype=float32", "eval.judge_dtype=bfloat16"]).eval
@@ -75,7 +75,7 @@ def test_a_judge_dtype_of_its_own_reaches_both_kinds_of_local_judge(monkeypatch,
         return object()
 
     monkeypatch.setattr(local_judge.InProcessTransport, "start", staticmethod(in_process))
-    pipeline.JudgeWorker("m", "m", cfg, ["paper"])
+    judge_worker.JudgeWorker("m", "m", cfg, ["paper"])
 
     class Server:  # stops run_evaluation where it launches the judge server
         def __init__(self, judge, max_model_len, dtype, kv_cache_space_gib):
