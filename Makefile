@@ -54,7 +54,7 @@ format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 data: install
-	$(PY) -m medix_ray.data.synth.build
+	$(PY) -m tools.synth.build
 
 clean-venv:
 	rm -rf $(VENV)

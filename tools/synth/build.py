@@ -1,8 +1,9 @@
 """Builds the bundled sample set (train/test parquet) from the text QA items and the image generator.
 
-    python -m medix_ray.data.synth.build           # rewrite medix_ray/data/bundled/*.parquet
-    python -m medix_ray.data.synth.build --check   # rebuild in memory, compare with the shipped files
+    python -m tools.synth.build           # rewrite medix_ray/data/bundled/*.parquet
+    python -m tools.synth.build --check   # rebuild in memory, compare with the shipped files
 
+Run from the repository root (`make data`): this is a build tool, not part of the installed package.
 Deterministic: the same code gives the same rows and bit-identical PNG bytes.
 """
 
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from medix_ray.data.bundled import BUNDLED_DIR, SPLITS
 from medix_ray.data.modality import TEXT_ONLY_TAG, tag_token
 from medix_ray.data.schema import SAMPLE_SCHEMA
-from medix_ray.data.synth.images import generate_items
+from tools.synth.images import generate_items
 
 TEXT_QA = Path(__file__).parent / "text_qa.jsonl"
 IMAGES_PER_MODALITY = 10
