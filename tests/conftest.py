@@ -1,11 +1,17 @@
-"""Shared fixtures: one Ray cluster per session, offline models prepared once, image fixtures."""
+"""Shared fixtures: one Ray cluster per session, offline models prepared once, image fixtures; and the
+`slow` marking: a test that starts Ray, a vLLM engine or a judge server, or loads a model, is slow."""
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
 import io
 import json
 import os
+import re
+import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -118,3 +124,146 @@ def stub():
     thread.start()
     yield _ChatStub, f"http://127.0.0.1:{server.server_port}/v1"
     server.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# The `slow` marker, by what a test starts
+# ---------------------------------------------------------------------------------------------
+
+# A test that uses one of these fixtures, directly or through another fixture, is marked slow.
+HEAVY_FIXTURES = frozenset({"ray_cluster", "smollm2_path", "tiny_vl_path", "judge_url"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# What heavy things started since the last test ended (filled by the hooks below, read by the guard).
+_started: list[str] = []
+
+
+def _record(what: str, fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def recording(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        _started.append(what)
+        return result
+
+    return recording
+
+
+def _wrap(owner, name: str, what: str) -> None:
+    """Replaces a module's function or a class's method (classmethods too) with one that records `what`."""
+    original = vars(owner)[name]
+    if isinstance(original, classmethod):
+        setattr(owner, name, classmethod(_record(what, original.__func__)))
+    else:
+        setattr(owner, name, _record(what, original))
+
+
+def _watch_prepare_model(module) -> None:
+    # Only the project's models that are built on first use (minutes on a fresh machine); a test's own fake
+    # models, and models served as they are from an installed package, are not heavy.
+    built = frozenset(name for name, spec in module.MODELS.items() if spec.build is not None)
+    prepare = module.prepare_model
+
+    @functools.wraps(prepare)
+    def prepare_model(name, *args, **kwargs):
+        path = prepare(name, *args, **kwargs)
+        if name in built:
+            _started.append(f"prepared the offline model '{name}' (prepare_model)")
+        return path
+
+    module.prepare_model = prepare_model
+
+
+# module -> what to wrap in it once it is imported
+_WATCHED: dict[str, Callable] = {
+    "ray": lambda m: _wrap(m, "init", "started Ray (ray.init)"),
+    "transformers.modeling_utils": lambda m: _wrap(
+        m.PreTrainedModel, "from_pretrained", "loaded a model (from_pretrained)"
+    ),
+    "sentence_transformers.base.model": lambda m: _wrap(
+        m.BaseModel, "__init__", "loaded a model (SentenceTransformer)"
+    ),
+    "vllm.v1.engine.llm_engine": lambda m: _wrap(m.LLMEngine, "__init__", "started a vLLM engine (LLMEngine)"),
+    "vllm.v1.engine.async_llm": lambda m: _wrap(m.AsyncLLM, "__init__", "started a vLLM engine (AsyncLLM)"),
+    "medix_ray.models": _watch_prepare_model,
+    "torch.multiprocessing.spawn": lambda m: _wrap(
+        m, "start_processes", "started worker processes (torch.multiprocessing.spawn)"
+    ),
+}
+
+
+class _WatchOnImport(importlib.abc.MetaPathFinder):
+    """Wraps the watched functions of a module right after it is imported, so that no test imports the
+    module (or what it exports) before the wrapping, and no test pays for importing it if it does not."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in _WATCHED:
+            return None
+        others = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
+        spec = next((s for s in (f.find_spec(fullname, path, target) for f in others) if s is not None), None)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            load = spec.loader.exec_module
+
+            def exec_and_watch(module):
+                load(module)
+                if module.__name__ == fullname:
+                    _WATCHED[fullname](module)
+
+            spec.loader.exec_module = exec_and_watch
+        return spec
+
+
+for _name in [n for n in _WATCHED if n in sys.modules]:
+    _WATCHED[_name](sys.modules[_name])
+sys.meta_path.insert(0, _WatchOnImport())
+
+# Subprocesses: a vLLM OpenAI server (the judge), a Ray head, or a Python that imports vLLM (half a minute).
+_SUBPROCESSES = {
+    re.compile(r"vllm\.entrypoints|\bvllm serve\b"): "spawned a vLLM server",
+    re.compile(r"\bray start\b"): "started Ray (ray start)",
+    re.compile(r"\b(from|import) vllm\b"): "spawned a process that imports vLLM",
+}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "subprocess.Popen":
+        argv = args[1]
+        command = " ".join(map(str, argv)) if isinstance(argv, list | tuple) else str(argv)
+        _started.extend(what for pattern, what in _SUBPROCESSES.items() if pattern.search(command))
+
+
+sys.addaudithook(_audit)
+
+
+def _ray_is_initialized() -> bool:
+    ray = sys.modules.get("ray")  # never imports ray: a test that did not import it did not start it
+    return ray is not None and ray.is_initialized()
+
+
+_ray_was_initialized = [False]
+
+
+@pytest.fixture(autouse=True)
+def _heavy_tests_are_marked_slow(request):
+    """Fails a test not marked slow that started Ray, a vLLM engine or server, or loaded a model (in the test or
+    in a fixture set up for it), so that `make test-fast` (`-m "not slow"`) stays fast."""
+    yield
+    started = list(dict.fromkeys(_started))
+    _started.clear()
+    initialized = _ray_is_initialized()
+    if initialized and not _ray_was_initialized[0] and not any(s.startswith("started Ray") for s in started):
+        started.append("started Ray (ray.is_initialized() turned true)")
+    _ray_was_initialized[0] = initialized
+    if started and request.node.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"{request.node.nodeid} {', '.join(started)} but is not marked slow: add @pytest.mark.slow "
+            "(or `pytestmark = pytest.mark.slow` for the module), or use a heavy fixture "
+            f"({', '.join(sorted(HEAVY_FIXTURES))}), which marks it",
+            pytrace=False,
+        )

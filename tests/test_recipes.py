@@ -66,6 +66,7 @@ def _response_the_prompt_asks_for(prompt: str, sample: Sample) -> str:
     return f"{head}<{t}>The findings point to it.</{t}><{a}>{sample.answer}</{a}>"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
 def test_a_response_that_follows_the_prompt_earns_the_full_rule_reward(path, make_png):
     cfg = load_config(path)

@@ -47,6 +47,7 @@ def _probe(env: dict[str, str]) -> dict:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) > 4, reason="the default applies to nodes of at most 4 cores")
+@pytest.mark.slow
 def test_vllm_loads_the_plugin_and_its_readers_do_not_spin():
     env = {k: v for k, v in os.environ.items() if k != vllm_plugin.SPIN_ENV}
     assert _probe(env) == {"spin": 0.0, "recheck_ms": vllm_plugin.RECHECK_MS}

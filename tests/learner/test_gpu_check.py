@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_DEPS = ("ray", "deepspeed", "vllm", "omegaconf", "trl")  # transformers may load pandas if installed
 
 
+@pytest.mark.slow  # a learner step in a child process: ~20-40 s here
 def test_gpu_learner_check_runs_tiny_on_cpu_with_torch_and_transformers_only(tmp_path):
     out = tmp_path / "check.json"
     script = ROOT / "bench" / "gpu_learner_check.py"

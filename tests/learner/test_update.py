@@ -105,6 +105,7 @@ def _dp_worker(rank, world, port, out_path):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_two_data_parallel_workers_give_the_single_process_gradient(tmp_path):
     model = tiny_lm()
     batch = fixed_batch(model)

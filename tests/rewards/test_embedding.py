@@ -31,6 +31,7 @@ def minilm():
     return SentenceTransformerEmbedder("all-minilm-l6-v2")
 
 
+@pytest.mark.slow
 def test_minilm_ranks_paraphrases_above_unrelated_answers(minilm):
     sim = EmbeddingSimilarity(minilm)
     cos = sim.cosines(["Heart attack", "Fracture of the femur", "Myocardial infarction"], ["Myocardial infarction"] * 3)
