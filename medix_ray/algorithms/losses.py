@@ -155,9 +155,3 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> 
         d = (ref_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
         return (d.exp() - d - 1).clamp(-10.0, 10.0)
     raise ValueError(f"unknown KL estimator {kind!r}; expected k1, k2 or k3")
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Returns the entropy of each position's next-token distribution, `[..., V] -> [...]`."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)

@@ -51,8 +51,3 @@ def overlong_penalty(lengths: torch.Tensor, max_length: int, buffer: int, factor
     ramp = (expected - lengths) / buffer
     penalty = torch.where(lengths <= expected, torch.zeros_like(lengths), ramp)
     return torch.where(lengths > max_length, torch.full_like(lengths, -1.0), penalty) * factor
-
-
-def overlong_filter_mask(truncated: torch.Tensor) -> torch.Tensor:
-    """Returns a per-response loss weight `[N]`: 0 for truncated responses (overlong filtering), else 1."""
-    return (~truncated.bool()).float()

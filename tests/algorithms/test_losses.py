@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from medix_ray.algorithms.losses import aggregate_loss, entropy_from_logits, gspo_token_loss, kl_penalty, ppo_clip_loss
+from medix_ray.algorithms.losses import aggregate_loss, gspo_token_loss, kl_penalty, ppo_clip_loss
 
 
 def _one(log_ratio, adv, **kw):
@@ -123,7 +123,3 @@ def test_gspo_token_dual_clip_bounds_negative_advantages_by_hand():
     # a positive advantage is never dual-clipped: A = 1, s = e^2 clipped to 1.0004 -> -1.0004
     pos = gspo_token_loss(torch.tensor([[2.0, 2.0]]), old, torch.tensor([1.0]), torch.ones(1, 2), dual_clip=3.0)
     assert pos.token_loss.flatten().tolist() == pytest.approx([-1.0004, -1.0004], abs=1e-6)
-
-
-def test_entropy_of_a_uniform_distribution():
-    assert entropy_from_logits(torch.zeros(2, 4)).tolist() == pytest.approx([math.log(4)] * 2)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medix_ray.algorithms.sampling import filter_groups, overlong_filter_mask, overlong_penalty
+from medix_ray.algorithms.sampling import filter_groups, overlong_penalty
 
 REWARDS = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.145, 0.145, 0.145], [0.0, 0.0, 0.0]])
 
@@ -28,7 +28,3 @@ def test_soft_overlong_punishment():
     assert overlong_penalty(lengths, 100, 20, factor=0.5).tolist()[2] == pytest.approx(-0.25)
     with pytest.raises(ValueError, match="buffer"):
         overlong_penalty(lengths, 100, 0)
-
-
-def test_overlong_filter_masks_truncated_responses():
-    assert overlong_filter_mask(torch.tensor([True, False])).tolist() == [0.0, 1.0]
