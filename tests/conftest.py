@@ -141,7 +141,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-# What heavy things started since the last test ended (filled by the hooks below, read by the guard).
+# What heavy things the running test started, from the start of its setup (filled by the hooks below).
 _started: list[str] = []
 
 
@@ -249,17 +249,22 @@ def _ray_is_initialized() -> bool:
 _ray_was_initialized = [False]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Starts each test's record before its fixtures (of any scope) are set up: what the previous test's
+    teardown did is not this test's."""
+    _started.clear()
+    _ray_was_initialized[0] = _ray_is_initialized()
+
+
 @pytest.fixture(autouse=True)
 def _heavy_tests_are_marked_slow(request):
-    """Fails a test not marked slow that started Ray, a vLLM engine or server, or loaded a model (in the test or
-    in a fixture set up for it), so that `make test-fast` (`-m "not slow"`) stays fast."""
+    """Fails a test not marked slow that started Ray, a vLLM engine or server, worker processes, or loaded a
+    model (in the test or in a fixture set up for it), so that `make test-fast` (`-m "not slow"`) stays fast."""
     yield
     started = list(dict.fromkeys(_started))
-    _started.clear()
-    initialized = _ray_is_initialized()
-    if initialized and not _ray_was_initialized[0] and not any(s.startswith("started Ray") for s in started):
+    if _ray_is_initialized() and not _ray_was_initialized[0] and not any(s.startswith("started Ray") for s in started):
         started.append("started Ray (ray.is_initialized() turned true)")
-    _ray_was_initialized[0] = initialized
     if started and request.node.get_closest_marker("slow") is None:
         pytest.fail(
             f"{request.node.nodeid} {', '.join(started)} but is not marked slow: add @pytest.mark.slow "

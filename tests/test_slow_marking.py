@@ -31,6 +31,15 @@ def test_spawns_a_vllm_server_marked():
     subprocess.run([sys.executable, "-c", "pass", "vllm serve"], check=True)
 
 
+@pytest.fixture(scope="module")
+def server():
+    subprocess.run([sys.executable, "-c", "pass", "vllm serve"], check=True)
+
+
+def test_uses_a_module_fixture_that_spawns_unmarked(server):
+    pass
+
+
 def test_prepares_a_model_unmarked(monkeypatch, tmp_path):
     from medix_ray import models
 
@@ -69,7 +78,7 @@ def test_heavy_fixture_users_are_marked_slow_at_collection(tmp_path):
     assert "test_uses_a_heavy_fixture" in out
     assert "test_spawns_a_vllm_server_marked" in out
     assert "test_light" not in out
-    assert "4 deselected" in out
+    assert "5 deselected" in out
 
 
 def test_unmarked_heavy_tests_fail_and_marked_ones_pass(tmp_path):
@@ -80,6 +89,7 @@ def test_unmarked_heavy_tests_fail_and_marked_ones_pass(tmp_path):
     assert "ERROR test_heavy.py::test_prepares_a_model_unmarked" in out
     assert "prepared the offline model 'smollm2-135m-instruct' (prepare_model) but is not marked slow" in out
     assert "PASSED test_heavy.py::test_fake_and_unknown_models_are_not_heavy" in out
+    assert "ERROR test_heavy.py::test_uses_a_module_fixture_that_spawns_unmarked" in out
     assert "2 deselected" in out
 
     out = _pytest(tmp_path, "-k", "marked and not unmarked")
