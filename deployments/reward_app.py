@@ -94,9 +94,6 @@ class JudgeDeployment:
         `medix_ray.rewards.judge_chat.ServeJudgeInfo`; never the URL)."""
         return ServeJudgeInfo(model=self.judge.model, in_cluster=self.server is not None, chats=self._chats)
 
-    def cache_stats(self) -> dict[str, int]:
-        return {"hits": self.judge.cache.hits, "misses": self.judge.cache.misses}
-
     def check_health(self) -> None:
         if self.server is not None and self.server.process is not None and self.server.process.poll() is not None:
             raise RuntimeError(f"judge server exited with code {self.server.process.returncode}")

@@ -15,6 +15,6 @@ def bundled_path(split: str) -> Path:
     path = BUNDLED_DIR / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(
-            f"bundled split missing: {path}; rebuild it with `python -m medix_ray.data.synth.build`"
+            f"bundled split missing: {path}; rebuild it with `make data` (python -m tools.synth.build, from a checkout)"
         )
     return path

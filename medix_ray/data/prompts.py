@@ -12,7 +12,6 @@ The expected completion: `<CT_SCAN><think> ... </think><answer> ... </answer>`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from medix_ray.data.output_format import OutputFormat
@@ -81,10 +80,3 @@ def render_prompt(sample: Sample, tokenizer_or_processor: Any, fmt: OutputFormat
     """Returns the prompt text, rendered by the policy's chat template with the generation prompt."""
     messages = chat_messages(sample, fmt, multimodal=is_multimodal(tokenizer_or_processor))
     return tokenizer_or_processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def render_prompts(
-    samples: Sequence[Sample], tokenizer_or_processor: Any, fmt: OutputFormat = OutputFormat()
-) -> list[str]:
-    """Returns render_prompt for each sample, in order."""
-    return [render_prompt(s, tokenizer_or_processor, fmt) for s in samples]

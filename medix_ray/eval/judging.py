@@ -35,8 +35,6 @@ from medix_ray.data.output_format import OutputFormat
 from medix_ray.eval.records import RUBRIC_MAX
 from medix_ray.rewards.grader_attack import check_answer, quote_untrusted
 
-TEMPLATE_VERSION = {"base": "base-v2", "mimic": "mimic-v2"}
-
 _BASE_TEMPLATE = (
     "You are a medical expert grading an answer to a medical question.\n"
     "Decide whether the predicted answer correctly answers the question, given the correct answer.\n"

@@ -1,6 +1,6 @@
 """The records that cross the evaluation's phase boundaries: an item to answer, and its judged result.
 
-    registry/loader ──EvalItem──▶ generate ──Generation row──▶ judge ──Judgment row──▶ score ──▶ report
+    registry/loader ──EvalItem──▶ generate ──Generation row──▶ judge ──judged row──▶ score ──▶ report
 
 Rows on disk and in Ray Data are plain dicts with these fields (`EvalItem.to_row()`); every row carries
 the item's `id` (`<task>_<k>`, k = the row's position in the source split after filtering), which is
@@ -9,7 +9,7 @@ the key each phase resumes by.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 # How a task is judged: a 0/1 verdict (QA, MCQ, VQA; the BASE template) or a 0–5 rubric (MIMIC reports).
@@ -47,16 +47,3 @@ class EvalItem:
         row = {f.name: getattr(self, f.name) for f in fields(self)}
         row["choices"] = list(self.choices)
         return row
-
-
-@dataclass
-class Judgment:
-    """The judge's result for one item under one protocol (the final row of the judge phase)."""
-
-    id: str
-    task: str
-    kind: str
-    status: str  # one of STATUSES
-    score: float | None  # binary: 0/1; rubric: 0–5; None unless status == "scored"
-    rounds: list[float | None] = field(default_factory=list)  # each round's / vote's parsed score
-    error: str = ""

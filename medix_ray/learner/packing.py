@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 # The attention backends of the shared-prefix forward; each is exact, they differ in speed and memory.
-BACKENDS = ("sdpa", "flex", "eager")
 
 
 @dataclass

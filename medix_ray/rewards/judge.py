@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-PROMPT_VERSION = {"paper": "paper-v1", "medix": "medix-v2"}
 
 _PAPER_TEMPLATE = (
     "You are a helpful assistant that compares answers. Below are a predicted answer and a "

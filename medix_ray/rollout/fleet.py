@@ -15,6 +15,7 @@ not trigger another one.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -90,8 +91,8 @@ def retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (StaleWeights, ReplicaUnhealthy)):
         return True
-    try:
-        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
-    except ImportError:  # a driver without vLLM: only our own types reach it
+    # An engine error can only arrive where its module was loaded to unpickle it: no need to import vLLM here.
+    engine_errors = sys.modules.get("vllm.v1.engine.exceptions")
+    if engine_errors is None:
         return False
-    return isinstance(exc, (EngineDeadError, EngineGenerateError))
+    return isinstance(exc, (engine_errors.EngineDeadError, engine_errors.EngineGenerateError))

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from medix_ray.learner.batch import build_batch
-from medix_ray.trajectory import PolicyBatch
 from medix_ray.learner.logprobs import Layout, batch_logprobs, forward_logprobs, token_logprobs_from_logits
+from medix_ray.trajectory import PolicyBatch
 
 
 @pytest.fixture(scope="module")

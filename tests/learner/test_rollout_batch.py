@@ -6,8 +6,8 @@ import gc
 import pytest
 import torch
 
-from medix_ray.data.schema import ImageRef, Sample
 from medix_ray.data.images import PixelBounds, load_fitted
+from medix_ray.data.schema import ImageRef, Sample
 from medix_ray.learner.batch import build_rollout_batch, build_sample_batch, process_images
 
 

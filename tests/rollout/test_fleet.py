@@ -86,3 +86,10 @@ def test_a_failure_that_is_not_the_replicas_is_not_retried():
     with pytest.raises(RolloutError, match="rollout of sample s0 failed: sample s0: image missing"):
         RolloutFleet(handle).generate([sample], Sampling(n=1))
     assert handle.calls == ["s0"]
+
+
+@pytest.mark.slow  # imports vLLM (about 30 s)
+def test_a_dead_vllm_engine_is_retried_on_another_replica():
+    from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+    assert retryable(EngineDeadError()) and retryable(EngineGenerateError())
