@@ -13,9 +13,8 @@ loading it. Around an update the replica pauses: new requests wait at a gate, th
 once the requests in flight have finished, and the gate reopens with the new version. No request
 is lost, and none is answered by a half-updated model: a replica whose push was rejected (a bucket
 failed its digest check, or loading failed part-way, so its weights may be mixed) keeps its old
-version and refuses requests, until a later push is
-accepted (`StaleWeights`); its health check stays green so that Serve keeps it (only a dead vLLM engine fails the
-check, and Serve replaces the replica).
+version and refuses requests (`StaleWeights`) until a later push is accepted; its health check stays
+green so that Serve keeps it (only a dead vLLM engine fails the check, and Serve replaces the replica).
 
     handle = serve.run(build_rollout_app(cfg), name="medix-rollout", route_prefix=None)
     rollout = handle.generate.remote(sample, Sampling(n=4, max_tokens=96)).result()
