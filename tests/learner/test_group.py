@@ -6,6 +6,7 @@ import torch
 from medix_ray.config import AlgorithmConfig, LearnerConfig
 from medix_ray.learner.group import LearnerError, LearnerGroup
 from medix_ray.learner.logprobs import Layout, batch_logprobs
+from medix_ray.trajectory import UpdateStats
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -61,7 +62,7 @@ def test_group_logprobs_update_checkpoint_and_resume(ray_cluster, tiny_model_dir
         assert torch.allclose(old, reference, atol=1e-5)  # the ranks' shards come back in row order
         batch.old_logp = old
         stats = group.update(batch)
-        assert len(stats) == 2 and all(s["tokens"] > 0 for s in stats)
+        assert len(stats) == 2 and all(isinstance(s, UpdateStats) and s.tokens > 0 for s in stats)
         new = group.compute_logprobs(batch)
         assert (new * batch.loss_mask).sum() > (old * batch.loss_mask).sum()  # positive advantages rise
         group.save_checkpoint(step=1)
@@ -142,7 +143,7 @@ def test_reference_logprobs_stay_at_the_base_policy(ray_cluster, tiny_model_dir,
         batch.ref_logp = group.compute_ref_logprobs(batch)
         assert torch.allclose(batch.ref_logp, reference, atol=1e-5)
         stats = group.update(batch)
-        assert stats[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first step: policy == reference
+        assert stats[0].kl == pytest.approx(0.0, abs=1e-6)  # first step: policy == reference
         assert torch.allclose(group.compute_ref_logprobs(batch), reference, atol=1e-5)
         assert not torch.allclose(group.compute_logprobs(batch), reference, atol=1e-4)
     finally:
