@@ -10,6 +10,7 @@ sampling keys) count when the string appears in a module that reads the section.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def _typed_names(func: ast.AST) -> dict[str, str]:
     return names
 
 
+def _segment(lines: list[bytes], node: ast.AST) -> str | None:
+    """Returns the source text of `node` as ast.get_source_segment does, from the file's lines split once
+    (get_source_segment splits the whole file again on every call: most of this test's time)."""
+    if getattr(node, "end_lineno", None) is None:
+        return None
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first][node.col_offset : node.end_col_offset].decode("utf-8")
+    parts = [lines[first][node.col_offset :], *lines[first + 1 : last], lines[last][: node.end_col_offset]]
+    return b"".join(parts).decode("utf-8")
+
+
+@functools.cache
 def _accesses() -> tuple[dict[str, list[str]], dict[str, set[str]]]:
     """Returns {attribute name: [what it is read from: the object's source text, or the section of an
     argument annotated with a config class]} and {string constant: {module sources}} over the product's code."""
@@ -73,6 +87,7 @@ def _accesses() -> tuple[dict[str, list[str]], dict[str, set[str]]]:
                 continue
             source = path.read_text(encoding="utf-8")
             tree = ast.parse(source)
+            lines = source.encode("utf-8").splitlines(keepends=True)
             typed: dict[int, str] = {}  # id(Name node) -> section, for names bound to annotated arguments
             for func in ast.walk(tree):
                 if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -82,7 +97,7 @@ def _accesses() -> tuple[dict[str, list[str]], dict[str, set[str]]]:
                             typed[id(node)] = names[node.id]
             for node in ast.walk(tree):
                 if isinstance(node, ast.Attribute):
-                    owner = typed.get(id(node.value)) or ast.get_source_segment(source, node.value) or ""
+                    owner = typed.get(id(node.value)) or _segment(lines, node.value) or ""
                     attrs[node.attr].append(owner)
                 elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                     strings[node.value].add(source)
