@@ -186,11 +186,11 @@ class Trainer:
             batch = self.collector.collect(self.version, step)
         else:
             batch = collect_sync(self.rollouts, self.stream, cfg, step)
-        self.counters["stale_groups"] += int(batch.extra.get("groups/stale_dropped", 0))
-        self.counters["unscored_responses"] += sum(bd.overall is None for g in batch.sampled for bd in g.breakdowns)
+        metrics = rollout_metrics(batch, self.version)
+        self.counters["stale_groups"] += int(metrics.get("groups/stale_dropped", 0))
+        self.counters["unscored_responses"] += int(metrics["reward/unscored"])
         self.counters["rollout_retries"] += self.fleet.retries - self._retries_seen  # counters survive resumes
         self._retries_seen = self.fleet.retries
-        metrics = rollout_metrics(batch, self.version)
         metrics.update(self._learn(batch, step))
         self.state.step = step
         if step % cfg.trainer.sync_interval == 0 and self.version != self.synced_version:
